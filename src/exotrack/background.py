@@ -1,0 +1,128 @@
+"""Background estimation shared by the image-analysis stages.
+
+Uneven illumination (vignetting, a tilted field) is smooth across the field, so it is modelled as a
+low-order polynomial fitted to coarse block means that are judged to be background. Fitting block
+means instead of pixels keeps the cost to a few passes over the image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def robust_sigma(values: np.ndarray) -> float:
+    """Standard deviation estimated from the median absolute deviation (robust to outliers)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def block_reduce_mean(image: np.ndarray, block: tuple[int, ...], *, exclude=None):
+    """Mean of each block of ``image``, ignoring excluded pixels.
+
+    Returns the block means and, per block, the fraction of pixels that were used. Edge blocks
+    that stick out of the image are averaged over the pixels they contain.
+    """
+    pad = [(0, (-n) % b) for n, b in zip(image.shape, block)]
+    values = image.astype(np.float32, copy=True)
+    if exclude is not None:
+        values[exclude] = np.nan
+    if any(p for _, p in pad):
+        values = np.pad(values, pad, constant_values=np.nan)
+    shape = []
+    for n, b in zip(values.shape, block):
+        shape += [n // b, b]
+    blocks = values.reshape(shape)
+    inner = tuple(range(1, 2 * image.ndim, 2))
+    valid = np.isfinite(blocks)
+    count = valid.sum(axis=inner)
+    total = np.where(valid, blocks, 0).sum(axis=inner, dtype=np.float64)
+    size = int(np.prod(block))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = total / count
+    return means, count / size
+
+
+def _design(coords: list[np.ndarray], order: int) -> list[tuple[int, ...]]:
+    """Exponent tuples of every monomial up to total degree ``order``."""
+    ndim = len(coords)
+    powers = [()]
+    for _ in range(ndim):
+        powers = [p + (k,) for p in powers for k in range(order + 1)]
+    return [p for p in powers if sum(p) <= order]
+
+
+def background_surface(image: np.ndarray, *, exclude: np.ndarray | None = None, order: int = 2,
+                       grid: int = 32, clip_sigma: float = 2.5) -> np.ndarray:
+    """Smooth background of ``image`` as a polynomial surface.
+
+    Parameters
+    ----------
+    image : ndarray
+        One channel, 2-D or 3-D.
+    exclude : ndarray of bool, optional
+        Pixels known not to be background (e.g. cells). Without it, the darker half of the blocks
+        seeds the fit and bright blocks are rejected iteratively, which works while objects cover
+        less than about half the field.
+    order : int
+        Total degree of the polynomial.
+    grid : int
+        Number of blocks along each lateral axis.
+    clip_sigma : float
+        Blocks brighter than the fit by this many robust standard deviations are rejected.
+
+    Returns
+    -------
+    ndarray of float32, same shape as ``image``.
+    """
+    image = np.asarray(image)
+    # Axes shorter than a few blocks (thin z stacks) are averaged whole rather than fitted.
+    block = tuple(max(1, int(np.ceil(n / grid))) if n >= 8 else n for n in image.shape)
+    means, used = block_reduce_mean(image, block, exclude=exclude)
+    # Constant blocks are padding (e.g. a black frame), not sample background.
+    flat = np.zeros(means.shape, bool)
+    if exclude is None:
+        flat = block_reduce_mean(np.abs(np.diff(image, axis=-1, append=image[..., -1:])) > 0,
+                                 block)[0] == 0
+    valid = np.isfinite(means) & (used >= 0.25) & ~flat
+    if valid.sum() < 4:
+        finite = image[~exclude] if exclude is not None and (~exclude).any() else image
+        return np.full(image.shape, np.median(finite), dtype=np.float32)
+
+    centres = [(np.arange(m) * b + (min(b, n) - 1) / 2.0) for m, b, n in zip(means.shape, block, image.shape)]
+    scale = [max(n - 1, 1) / 2.0 for n in image.shape]
+    axes_used = [i for i, m in enumerate(means.shape) if m > 1]
+    powers = _design(axes_used, order)
+    grids = np.meshgrid(*[(c - s) / s for c, s in zip(centres, scale)], indexing="ij")
+    columns = []
+    for p in powers:
+        term = np.ones(means.shape)
+        for axis, k in zip(axes_used, p):
+            term = term * grids[axis] ** k
+        columns.append(term[valid])
+    design = np.stack(columns, axis=1)
+    values = means[valid]
+    keep = values <= np.percentile(values, 50) if exclude is None else np.ones(values.shape, bool)
+    coef = np.zeros(len(powers))
+    for _ in range(5):
+        if keep.sum() < len(powers):
+            break
+        coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        resid = values - design @ coef
+        sigma = robust_sigma(resid[keep]) or 1e-6
+        new_keep = resid < clip_sigma * sigma
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+
+    out = np.zeros(image.shape, np.float32)
+    axis_coords = [((np.arange(n, dtype=np.float32) - s) / s) for n, s in zip(image.shape, scale)]
+    for c, p in zip(coef, powers):
+        term = np.float32(c)
+        for axis, k in zip(axes_used, p):
+            shape = [1] * image.ndim
+            shape[axis] = -1
+            term = term * (axis_coords[axis] ** k).reshape(shape)
+        out += term
+    return out

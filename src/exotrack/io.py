@@ -1,0 +1,262 @@
+"""Reading microscopy images into a fixed axis order, and writing outputs atomically.
+
+Every image is returned as a 5-D array with axes ``(T, C, Z, Y, X)`` whatever order the file
+stores, so that the analysis code never has to guess. Outputs are written to a temporary file in
+the destination folder and renamed into place, so a crash never leaves a partial file at a final
+path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+AXES = "TCZYX"
+
+# Units as OME and ImageJ spell them, in micrometres.
+_UNIT_UM = {
+    "µm": 1.0, "\u00b5m": 1.0, "\\u00b5m": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0,
+    "micrometer": 1.0, "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3,
+    "millimeter": 1e3, "cm": 1e4, "m": 1e6,
+}
+
+
+class InputError(ValueError):
+    """An input that cannot be analysed; the message is meant for the person who supplied it."""
+
+
+@dataclass
+class Image:
+    """A multichannel image with axes ``(T, C, Z, Y, X)``.
+
+    ``pixel_size_um`` is ``(z, y, x)``; an entry is ``None`` where the file does not say.
+    """
+
+    data: np.ndarray
+    channel_names: list[str]
+    pixel_size_um: tuple[float | None, float | None, float | None] = (None, None, None)
+    source_axes: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def is_3d(self) -> bool:
+        return self.data.shape[2] > 1
+
+
+def _normalise_axes(axes: str, user_axes: str | None) -> str:
+    """Map a file's axis letters onto ``TCZYX`` letters (S is a channel axis; Q/I are time)."""
+    if user_axes:
+        axes_in = user_axes.upper()
+        if len(axes_in) != len(axes):
+            raise InputError(
+                f"the axes given ({user_axes!r}) have {len(axes_in)} letters but the image has "
+                f"{len(axes)} dimensions (stored as {axes!r})")
+        axes = axes_in
+    mapped = []
+    for letter in axes:
+        if letter in "QIE" and "T" not in axes and "T" not in mapped:
+            letter = "T"
+        mapped.append(letter)
+    return "".join(mapped)
+
+
+def _to_tczyx(data: np.ndarray, axes: str) -> np.ndarray:
+    unknown = set(axes) - set(AXES + "S")
+    if unknown or len(set(axes)) != len(axes) or not {"Y", "X"} <= set(axes):
+        raise InputError(
+            f"cannot interpret image axes {axes!r}: expected Y and X plus any of T, C, Z (S counts "
+            "as C); give the axes in the sample sheet's 'axes' column (e.g. TYX)")
+    if "S" in axes:
+        if "C" in axes:  # an RGB image per channel: fold samples into the channel axis
+            c, s = axes.index("C"), axes.index("S")
+            data = np.moveaxis(data, s, c + 1)
+            axes = axes.replace("S", "")
+            shape = list(data.shape)
+            shape[c : c + 2] = [shape[c] * shape[c + 1]]
+            data = data.reshape(shape)
+        else:
+            axes = axes.replace("S", "C")
+    for letter in AXES:
+        if letter not in axes:
+            data = data[np.newaxis]
+            axes = letter + axes
+    return np.transpose(data, [axes.index(letter) for letter in AXES])
+
+
+def _ome_metadata(xml: str) -> tuple[list[str], tuple]:
+    root = ET.fromstring(xml)
+    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
+    if pixels is None:
+        return [], (None, None, None)
+    names = [ch.get("Name") or ch.get("ID") or "" for ch in pixels if ch.tag.endswith("Channel")]
+    sizes = []
+    for axis in "ZYX":
+        value = pixels.get(f"PhysicalSize{axis}")
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        sizes.append(float(value) * _UNIT_UM.get(unit, 1.0) if value else None)
+    return names, tuple(sizes)
+
+
+def _resolution_um(page, unit_um: float | None) -> float | None:
+    tag = page.tags.get("XResolution")
+    if tag is None:
+        return None
+    num, den = tag.value
+    if not num or not den:
+        return None
+    pixels_per_unit = num / den
+    res_unit = page.tags.get("ResolutionUnit")
+    res_unit = int(res_unit.value) if res_unit is not None else 2
+    if unit_um is None:  # only ImageJ states a unit for RESUNIT NONE
+        unit_um = {2: 25400.0, 3: 10000.0}.get(res_unit)
+    if unit_um is None or pixels_per_unit in (1.0, 72.0):  # 1 and 72 dpi are writer defaults
+        return None
+    return unit_um / pixels_per_unit
+
+
+def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
+    """Read a TIFF, OME-TIFF or ImageJ TIFF into an :class:`Image` with axes ``(T, C, Z, Y, X)``.
+
+    Parameters
+    ----------
+    path : path-like
+        The image file.
+    axes : str, optional
+        The file's axis letters, overriding what the file says (e.g. ``"TYX"`` for a movie that
+        ImageJ stored as a Z stack).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"image file not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"image file is empty (0 bytes): {path}")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            file_axes = series.axes
+            names: list[str] = []
+            sizes: tuple = (None, None, None)
+            if tif.is_ome:
+                names, sizes = _ome_metadata(tif.ome_metadata)
+            elif tif.is_imagej:
+                meta = tif.imagej_metadata or {}
+                unit = str(meta.get("unit", "")).strip().lower()
+                unit_um = _UNIT_UM.get(unit) if unit else None
+                xy = _resolution_um(tif.pages[0], unit_um if unit_um is not None else 1.0)
+                z = meta.get("spacing")
+                sizes = (float(z) * (unit_um or 1.0) if z else None, xy, xy)
+                labels = meta.get("Labels")
+                n_c = int(meta.get("channels", 1))
+                if isinstance(labels, list) and len(labels) == n_c and n_c > 1:
+                    names = [str(label) for label in labels]
+            else:
+                xy = _resolution_um(tif.pages[0], None)
+                sizes = (None, xy, xy)
+    except InputError:
+        raise
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise InputError(f"cannot read {path.name} as a TIFF image ({exc})") from exc
+    norm = _normalise_axes(file_axes, axes)
+    data = _to_tczyx(data, norm)
+    n_c = data.shape[1]
+    if len(names) != n_c:
+        names = [str(i) for i in range(n_c)]
+    return Image(data=data, channel_names=names, pixel_size_um=sizes, source_axes=file_axes)
+
+
+def resolve_channel(image: Image, key: str | int, *, role: str) -> int:
+    """Index of the channel named (case-insensitive) or numbered by ``key``."""
+    names = image.channel_names
+    text = str(key).strip()
+    lowered = [n.lower() for n in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if -len(names) <= index < len(names):
+            return index % len(names)
+        raise InputError(
+            f"{role} channel index {index} is out of range: the image has {len(names)} channel(s)")
+    raise InputError(
+        f"{role} channel {text!r} not found; the image's channels are "
+        + ", ".join(repr(n) for n in names))
+
+
+def _atomic_path(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+
+
+def write_table(table, path) -> None:
+    """Write a pandas DataFrame as CSV atomically."""
+    path = Path(path)
+    tmp = _atomic_path(path)
+    try:
+        table.to_csv(tmp, index=False)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(obj, path) -> None:
+    path = Path(path)
+    tmp = _atomic_path(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_tiff(array: np.ndarray, path, *, axes: str | None = None, pixel_size_um=None) -> None:
+    """Write an array as a compressed ImageJ-compatible TIFF atomically."""
+    path = Path(path)
+    tmp = _atomic_path(path)
+    try:
+        metadata = {"axes": axes} if axes else {}
+        kwargs = {}
+        if pixel_size_um is not None and pixel_size_um[-1]:
+            kwargs["resolution"] = (1.0 / pixel_size_um[-1], 1.0 / pixel_size_um[-2])
+            metadata["unit"] = "um"
+            if pixel_size_um[0]:
+                metadata["spacing"] = pixel_size_um[0]
+        tifffile.imwrite(tmp, array, imagej=True, metadata=metadata, compression="zlib", **kwargs)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_png(rgb: np.ndarray, path) -> None:
+    from PIL import Image as PILImage
+
+    path = Path(path)
+    tmp = _atomic_path(path)
+    try:
+        PILImage.fromarray(rgb).save(tmp, format="PNG")
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
