@@ -174,7 +174,7 @@ def simulate_uptake_field(*, shape=(512, 512), n_z: int | None = None, z_step_um
         "auto": rng.uniform(8, 20, len(shapes) + 1),
     }
     texture = ndi.gaussian_filter(rng.normal(size=shape), 3)
-    texture = 1 + 0.6 * texture / (texture.std() + 1e-9)
+    texture = 1 + 0.25 * texture / (texture.std() + 1e-9)
 
     if n_z is None:
         sigma = np.array([sigma_xy, sigma_xy])

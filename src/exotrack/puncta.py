@@ -1,27 +1,37 @@
 """Detection of diffraction-limited puncta (CD63-RFP exosomes, lysosomes).
 
 The image is band-pass filtered with a difference of Gaussians matched to the spot size, which
-removes the diffuse cytoplasmic signal and the background. Candidates are local maxima of the
-filtered image that exceed ``snr_threshold`` times the *local* noise of the filtered image, so the
-threshold follows photon noise (brighter inside cells, lower after photobleaching) without any
-per-image tuning. Maxima one pixel apart are kept apart, so crowded puncta in a loaded macrophage
-are counted one by one down to the optical resolution.
+removes the diffuse cytoplasmic signal and the background. A punctum must stand ``snr_threshold``
+times above the *local* noise of the filtered image, so the threshold follows photon noise
+(higher inside bright cells, lower after photobleaching) without per-image tuning.
+
+Crowded puncta, as in the cytoplasm of a macrophage after uptake, hide each other: a dim punctum
+beside a bright one sits in the bright one's negative surround and is no local maximum at all.
+Detection therefore works like CLEAN / DAOPHOT: the amplitudes of all detected spots are solved
+jointly from their overlapping responses, the model of every spot is subtracted, and the residual
+is searched again.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
+from scipy import sparse
+from scipy.sparse.linalg import spsolve
+from scipy.spatial import cKDTree
 
 PUNCTA_COLUMNS = ["z", "y", "x", "intensity", "snr"]
 
 # The wide Gaussian of the band-pass is this many times the spot's.
-_SURROUND = 3.0
-# Noise is estimated in tiles about this many spot widths across.
+_SURROUND = 2.0
+# Noise is estimated in tiles about this many spot sigmas across.
 _NOISE_TILE_SIGMAS = 24
+# Rounds of subtract-and-search.
+_ROUNDS = 3
 
 
 def spot_sigma_px(pixel_size_um, *, spot_diameter_um: float, axial_ratio: float = 3.0):
@@ -33,21 +43,92 @@ def spot_sigma_px(pixel_size_um, *, spot_diameter_um: float, axial_ratio: float 
     return np.array(sigmas)
 
 
-def _tile_noise(response: np.ndarray, tile: tuple[int, ...]) -> np.ndarray:
-    """Robust standard deviation of ``response`` in each tile (median absolute value / 0.6745).
+def _tile_noise(image: np.ndarray, tile: tuple[int, ...]) -> np.ndarray:
+    """Pixel noise per tile, from the image's highest spatial frequency.
 
-    The band-pass response has zero mean in the background, so the median of its absolute value
-    measures noise; puncta occupy a minority of any tile and barely move the median.
+    The checkerboard combination of each 2 x 2 block of pixels passes white noise unchanged but
+    almost none of anything the PSF has blurred, so puncta, cells and background gradients do not
+    inflate it, however crowded. Its median absolute value per tile estimates the local noise,
+    photon noise included.
     """
-    pad = [(0, (-n) % t) for n, t in zip(response.shape, tile)]
-    values = np.pad(np.abs(response), pad, mode="reflect") if any(p for _, p in pad) else np.abs(response)
+    y0, x0 = image.shape[-2] // 2 * 2, image.shape[-1] // 2 * 2
+    im = image[..., :y0, :x0]
+    checker = 0.5 * (im[..., 0::2, 0::2] - im[..., 1::2, 0::2] - im[..., 0::2, 1::2] + im[..., 1::2, 1::2])
+    values = np.abs(checker)
+    tile = tuple(list(tile[:-2]) + [max(1, tile[-2] // 2), max(1, tile[-1] // 2)])
+    pad = [(0, (-n) % t) for n, t in zip(values.shape, tile)]
+    if any(p for _, p in pad):
+        values = np.pad(values, pad, mode="reflect")
     shape = []
     for n, t in zip(values.shape, tile):
         shape += [n // t, t]
-    blocks = values.reshape(shape)
-    order = list(range(0, blocks.ndim, 2)) + list(range(1, blocks.ndim, 2))
-    flat = blocks.transpose(order).reshape(*(shape[0::2]), -1)
+    order = list(range(0, 2 * values.ndim, 2)) + list(range(1, 2 * values.ndim, 2))
+    flat = values.reshape(shape).transpose(order).reshape(*(shape[0::2]), -1)
     return np.median(flat, axis=-1) / 0.6745
+
+
+@functools.lru_cache(maxsize=16)
+def _filter_gain(sigma: tuple[float, ...]) -> float:
+    """How much the band-pass scales white noise: the L2 norm of its kernel."""
+    sigma = np.array(sigma)
+    half = np.ceil(3 * _SURROUND * sigma).astype(int)
+    delta = np.zeros(tuple(2 * h + 1 for h in half), np.float64)
+    delta[tuple(half)] = 1
+    kernel = ndi.gaussian_filter(delta, sigma, truncate=3.0) - ndi.gaussian_filter(delta, sigma * _SURROUND, truncate=3.0)
+    return float(np.sqrt((kernel ** 2).sum()))
+
+
+class _SpotModel:
+    """Band-pass response of one unit Gaussian spot, evaluated at offsets in pixels.
+
+    The response is a difference of two separable Gaussians, which :meth:`render` exploits: it
+    builds each spot's window from per-axis profiles instead of evaluating it pixel by pixel.
+    """
+
+    def __init__(self, sigma: np.ndarray):
+        self.narrow = 2 * sigma ** 2  # spot (sigma) seen through G(sigma)
+        self.wide = (1 + _SURROUND ** 2) * sigma ** 2  # spot seen through G(k sigma)
+        self.norm_narrow = 1 / np.sqrt(np.prod(2 * np.pi * self.narrow))
+        self.norm_wide = 1 / np.sqrt(np.prod(2 * np.pi * self.wide))
+        self.peak = self.norm_narrow - self.norm_wide
+        self.half = np.ceil(2.5 * np.sqrt(self.wide)).astype(int)
+
+    def __call__(self, delta):
+        """Response relative to the spot's own peak response."""
+        a = np.exp(-0.5 * (delta ** 2 / self.narrow).sum(-1)) * self.norm_narrow
+        b = np.exp(-0.5 * (delta ** 2 / self.wide).sum(-1)) * self.norm_wide
+        return (a - b) / self.peak
+
+    def render(self, shape, positions, amplitudes):
+        """Flat pixel indices and values of the summed spot responses (peak = amplitude)."""
+        n, ndim = positions.shape
+        base = np.round(positions).astype(np.int64)
+        narrow = wide = amplitudes.astype(np.float32).reshape((n,) + (1,) * ndim)
+        flat = np.zeros((n,) + (1,) * ndim, np.int64)
+        inside = np.ones((n,) + (1,) * ndim, bool)
+        stride = 1
+        for axis in reversed(range(ndim)):
+            offsets = np.arange(-self.half[axis], self.half[axis] + 1)
+            pix = base[:, axis, None] + offsets[None]
+            d2 = ((pix - positions[:, axis, None]) ** 2).astype(np.float32)
+            view = [n] + [1] * ndim
+            view[axis + 1] = offsets.size
+            narrow = narrow * np.exp(-0.5 * d2 / np.float32(self.narrow[axis])).reshape(view)
+            wide = wide * np.exp(-0.5 * d2 / np.float32(self.wide[axis])).reshape(view)
+            flat = flat + (pix * stride).reshape(view)
+            inside = inside & ((pix >= 0) & (pix < shape[axis])).reshape(view)
+            stride *= shape[axis]
+        values = (narrow * np.float32(self.norm_narrow / self.peak)
+                  - wide * np.float32(self.norm_wide / self.peak))
+        inside = np.broadcast_to(inside, values.shape)
+        return np.broadcast_to(flat, values.shape)[inside], values[inside]
+
+    def subtract(self, response, positions, amplitudes):
+        """``response`` minus the model of the given spots."""
+        index, values = self.render(response.shape, positions, amplitudes)
+        out = response.ravel().copy()
+        out -= np.bincount(index, weights=values, minlength=out.size).astype(np.float32)
+        return out.reshape(response.shape)
 
 
 def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float = 0.5,
@@ -64,8 +145,8 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
     spot_diameter_um : float
         Apparent diameter of a punctum (for a diffraction-limited spot, about 1.2 λ / 2NA).
     snr_threshold : float
-        A punctum's band-pass peak must exceed the local noise of the band-pass image by this
-        factor. The default keeps false detections from pure noise below one per megapixel.
+        A punctum's band-pass amplitude must exceed the local noise of the band-pass image by
+        this factor. The default keeps false detections from pure noise near one per megapixel.
     axial_ratio : float
         Axial over lateral extent of a spot in 3-D (the PSF is elongated along z).
     exclude : ndarray of bool, optional
@@ -75,86 +156,147 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
     -------
     DataFrame
         ``z, y, x`` sub-pixel position in pixels (``z`` is 0 for 2-D), ``intensity`` the
-        background-corrected integrated intensity of the spot (image units times pixels), and
-        ``snr`` the peak over the local noise.
+        background-corrected integrated intensity of the spot (image units times pixels, from the
+        deblended amplitude), and ``snr`` the amplitude over the local noise.
     """
     image = np.asarray(image, dtype=np.float32)
     ndim = image.ndim
     sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
     response = ndi.gaussian_filter(image, sigma, truncate=3.0)
     response -= ndi.gaussian_filter(image, sigma * _SURROUND, truncate=3.0)
-
+    model = _SpotModel(sigma)
     tile = tuple(int(min(n, max(16, round(_NOISE_TILE_SIGMAS * s)))) for n, s in zip(image.shape, sigma))
-    noise = _tile_noise(response, tile)
+    # New detections within two spot sigmas of a known spot (per axis, so the elongated axial
+    # PSF counts alike) are the residue of that spot, not a new one.
+    min_separation = 2.0
+
+    positions = np.zeros((0, ndim))
+    peaks = np.zeros((0, ndim), int)
+    amplitudes = np.zeros(0)
+    noise = _noise_map(image, tile, _filter_gain(tuple(sigma)))
+    if noise is None:
+        return pd.DataFrame(columns=PUNCTA_COLUMNS)
+    residual = response
+    for _ in range(_ROUNDS):
+        found = _maxima_above(residual, noise, tile, snr_threshold, sigma, exclude)
+        if len(positions) and len(found):
+            dist, _ = cKDTree(positions / sigma).query(found / sigma)
+            found = found[dist >= min_separation]
+        if len(found) == 0:
+            break
+        peaks = np.vstack([peaks, found])
+        positions = np.vstack([positions, found.astype(float)])
+        amplitudes = _solve_amplitudes(response, peaks, positions, model)
+        residual = model.subtract(response, positions, amplitudes)
+        positions = _refine(residual, peaks, positions, amplitudes, model)
+    if len(positions) == 0:
+        return pd.DataFrame(columns=PUNCTA_COLUMNS)
+    amplitudes = _solve_amplitudes(response, peaks, positions, model)
+
+    local_noise = noise[tuple(p // t for p, t in zip(peaks.T, tile))]
+    keep = amplitudes > snr_threshold * local_noise
+    positions, amplitudes, local_noise = positions[keep], amplitudes[keep], local_noise[keep]
+    return pd.DataFrame({
+        "z": positions[:, 0] if ndim == 3 else np.zeros(len(positions)),
+        "y": positions[:, -2],
+        "x": positions[:, -1],
+        "intensity": amplitudes / model.peak,
+        "snr": amplitudes / local_noise,
+    })
+
+
+def _noise_map(image, tile, gain):
+    """Noise of the band-pass image per tile."""
+    noise = _tile_noise(image, tile) * gain
     positive = noise[noise > 0]
     if positive.size == 0:
-        return pd.DataFrame(columns=PUNCTA_COLUMNS)
+        return None
     # Flat tiles (padding) have zero noise; a floor keeps their edges from flooding with maxima.
-    floor = 0.25 * float(np.median(positive))
-    noise = np.maximum(noise, floor)
+    return np.maximum(noise, 0.25 * float(np.median(positive)))
 
+
+def _maxima_above(response, noise, tile, snr_threshold, sigma, exclude):
+    """Integer positions of local maxima that exceed the local noise threshold."""
     candidates = np.flatnonzero(response > snr_threshold * noise.min())
-    coords = np.array(np.unravel_index(candidates, image.shape))
-    tile_index = tuple(c // t for c, t in zip(coords, tile))
-    local_noise = noise[tile_index]
+    coords = np.array(np.unravel_index(candidates, response.shape))
     peak = response.ravel()[candidates]
-    keep = peak > snr_threshold * local_noise
+    keep = peak > snr_threshold * noise[tuple(c // t for c, t in zip(coords, tile))]
     if exclude is not None:
         keep &= ~exclude.ravel()[candidates]
-    coords, peak, local_noise = coords[:, keep], peak[keep], local_noise[keep]
-
-    coords, peak, local_noise = _local_maxima(response, coords, peak, local_noise,
-                                              np.maximum(np.round(sigma).astype(int), 1))
-    offsets = _parabolic_offsets(response, coords)
-    position = coords + offsets
-    # Integrated photons of a Gaussian spot from its band-pass peak: the spot (sigma_p = sigma)
-    # seen through G(sigma) minus G(3 sigma) peaks at N * (g(2 sigma^2) - g(10 sigma^2)).
-    s2 = sigma ** 2
-    centre = (np.prod(1 / np.sqrt(2 * np.pi * 2 * s2)) - np.prod(1 / np.sqrt(2 * np.pi * (1 + _SURROUND ** 2) * s2)))
-    table = pd.DataFrame({
-        "z": position[0] if ndim == 3 else np.zeros(position.shape[1]),
-        "y": position[-2],
-        "x": position[-1],
-        "intensity": peak / centre,
-        "snr": peak / local_noise,
-    })
-    return table
+    # A maximum on the outermost pixel is a spot cut by the field's edge, or filter edge noise.
+    for axis, n in enumerate(response.shape):
+        if n > 2:
+            keep &= (coords[axis] > 0) & (coords[axis] < n - 1)
+    coords, peak = coords[:, keep], peak[keep]
+    radius = np.maximum(np.round(sigma).astype(int), 1)
+    return coords[:, _is_local_max(response, coords, peak, radius)].T
 
 
-def _local_maxima(response, coords, peak, noise, radius):
-    """Keep candidates that are the maximum of their neighbourhood (ties broken by raster order)."""
-    if coords.shape[1] == 0:
-        return coords, peak, noise
-    padded = np.pad(response, [(r, r) for r in radius], constant_values=-np.inf)
+def _is_local_max(response, coords, peak, radius):
+    """Whether each candidate is the maximum of its neighbourhood; of two equal neighbours only
+    the later in raster order counts."""
     is_max = np.ones(coords.shape[1], bool)
-    ranges = [range(-r, r + 1) for r in radius]
-    for offset in itertools.product(*ranges):
+    if coords.shape[1] == 0:
+        return is_max
+    padded = np.pad(response, [(r, r) for r in radius], constant_values=-np.inf)
+    for offset in itertools.product(*[range(-r, r + 1) for r in radius]):
         if not any(offset):
             continue
         neighbour = padded[tuple(c + o + r for c, o, r in zip(coords, offset, radius))]
-        # Of two equal neighbours only one survives: the later in raster order.
         earlier = offset < tuple(0 for _ in offset)
-        is_max &= (peak > neighbour) if not earlier else (peak >= neighbour)
-    return coords[:, is_max], peak[is_max], noise[is_max]
+        is_max &= (peak >= neighbour) if earlier else (peak > neighbour)
+    return is_max
 
 
-def _parabolic_offsets(response, coords):
-    """Sub-pixel offset per axis from a parabola through the peak and its two neighbours."""
-    offsets = np.zeros(coords.shape, np.float64)
-    for axis in range(response.ndim):
-        n = response.shape[axis]
-        inside = (coords[axis] > 0) & (coords[axis] < n - 1)
-        lo, hi = coords.copy(), coords.copy()
-        lo[axis] -= 1
-        hi[axis] += 1
-        lo[axis] = np.clip(lo[axis], 0, n - 1)
-        hi[axis] = np.clip(hi[axis], 0, n - 1)
-        a = response[tuple(lo)].astype(np.float64)
-        b = response[tuple(coords)].astype(np.float64)
-        c = response[tuple(hi)].astype(np.float64)
+def _solve_amplitudes(response, peaks, positions, model):
+    """Peak amplitudes of all spots at once, from the response at their peak pixels.
+
+    Each observed peak value is the sum of every nearby spot's response there; solving that
+    sparse linear system separates overlapping spots. Spots that come out non-positive are
+    explained by their neighbours and get zero.
+    """
+    observed = response[tuple(peaks.T)].astype(np.float64)
+    reach = float(np.max(model.half))
+    pairs = cKDTree(positions).query_pairs(reach, output_type="ndarray")
+    rows = np.concatenate([np.arange(len(peaks)), pairs[:, 0], pairs[:, 1]])
+    cols = np.concatenate([np.arange(len(peaks)), pairs[:, 1], pairs[:, 0]])
+    values = model(peaks[rows] - positions[cols])
+    active = np.ones(len(peaks), bool)
+    amplitudes = np.zeros(len(peaks))
+    for _ in range(5):
+        use = active[rows] & active[cols]
+        index = np.cumsum(active) - 1
+        n = int(active.sum())
+        if n == 0:
+            break
+        matrix = sparse.csr_matrix((values[use], (index[rows[use]], index[cols[use]])), shape=(n, n))
+        solution = np.atleast_1d(spsolve(matrix.tocsc(), observed[active]))
+        amplitudes[:] = 0
+        amplitudes[active] = solution
+        if (solution > 0).all():
+            break
+        active &= amplitudes > 0
+    return np.clip(amplitudes, 0, None)
+
+
+def _refine(residual, peaks, positions, amplitudes, model):
+    """Sub-pixel positions from a parabola through each peak and its two neighbours per axis,
+    on the residual plus the spot's own model, i.e. with every *other* spot removed."""
+    refined = peaks.astype(float)
+    shape = np.array(residual.shape)
+
+    def isolated(pixels):
+        return residual[tuple(pixels.T)] + amplitudes * model(pixels - positions)
+
+    b = isolated(peaks)
+    for axis in range(peaks.shape[1]):
+        step = np.zeros(peaks.shape[1], int)
+        step[axis] = 1
+        a = isolated(np.clip(peaks - step, 0, shape - 1))
+        c = isolated(np.clip(peaks + step, 0, shape - 1))
         curvature = a - 2 * b + c
+        inside = (peaks[:, axis] > 0) & (peaks[:, axis] < shape[axis] - 1)
         with np.errstate(divide="ignore", invalid="ignore"):
             delta = np.where(inside & (curvature < 0), 0.5 * (a - c) / curvature, 0.0)
-        offsets[axis] = np.clip(delta, -0.5, 0.5)
-    return offsets
-
+        refined[:, axis] += np.clip(delta, -0.5, 0.5)
+    return refined

@@ -20,6 +20,9 @@ from .background import background_surface, block_reduce_mean, robust_sigma
 
 # Working resolution: pixels across a nucleus after block averaging.
 _NUCLEUS_WORKING_PX = 24
+# Slight preference for compact cells where the stain shows no border between neighbours
+# (3-D stacks blur it away); per working pixel, relative to the typical cell intensity.
+_COMPACTNESS = 0.01
 
 
 def working_factor(pixel_size_um, nucleus_diameter_um: float) -> int:
@@ -41,14 +44,27 @@ def _upsample_labels(labels: np.ndarray, factor: int, shape) -> np.ndarray:
     return up[tuple(slice(0, n) for n in shape)]
 
 
-def _foreground_threshold(smooth: np.ndarray, *, min_snr: float) -> float:
-    """Otsu's threshold, but never below ``min_snr`` times the background noise.
+def _object_mask(smooth: np.ndarray, *, min_snr: float, relative: float = 0.25) -> np.ndarray:
+    """Pixels of stained objects whose brightness varies from object to object.
 
-    The floor stops Otsu from splitting pure noise into objects in a field without any.
+    One global threshold (Otsu) cuts dim objects down to their bright core. Instead Otsu only
+    finds where the objects are; a low threshold (a fraction of the typical object level, and at
+    least ``min_snr`` noise standard deviations) takes their full extent; and each connected
+    region then keeps what exceeds ``relative`` times its own peak, so a dim object keeps its
+    outline as well as a bright one. Returns an all-False mask when nothing stands out of the noise.
     """
     otsu = filters.threshold_otsu(smooth)
-    noise = robust_sigma(smooth[smooth < otsu]) if (smooth < otsu).any() else 0.0
-    return max(otsu, min_snr * noise)
+    below = smooth[smooth < otsu]
+    noise = robust_sigma(below) if below.size else 0.0
+    core = smooth > otsu
+    if not core.any() or np.median(smooth[core]) < min_snr * noise:
+        return np.zeros(smooth.shape, bool)
+    level = float(np.median(smooth[core]))
+    mask = smooth > max(min_snr * noise, 0.2 * level)
+    regions, n = ndi.label(mask)
+    peak = np.asarray(ndi.maximum(smooth, regions, index=np.arange(n + 1)))
+    peak[0] = np.inf
+    return smooth >= relative * peak[regions]
 
 
 def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | None = None, *,
@@ -90,9 +106,7 @@ def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | 
     small = _downsample(nuclei_image, factor)
     small = small - background_surface(small)
     smooth = ndi.gaussian_filter(small, np.maximum(radius_px / 6, 0.5))
-    mask = smooth > _foreground_threshold(smooth, min_snr=min_snr)
-    mask = ndi.binary_fill_holes(mask) if mask.ndim == 2 else np.stack(
-        [ndi.binary_fill_holes(m) for m in mask])
+    mask = _object_mask(smooth, min_snr=min_snr)
     voxel = float(np.prod(spacing))
     expected = (np.pi / 6 if mask.ndim == 3 else np.pi / 4) * nucleus_diameter_um ** mask.ndim
     if mask.ndim == 3 and shape[0] * spacing[0] < nucleus_diameter_um:
@@ -115,10 +129,11 @@ def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | 
         stain = stain - background_surface(stain, exclude=ndi.binary_dilation(nuclei > 0, iterations=3))
         stain = ndi.gaussian_filter(stain, np.maximum(radius_px / 12, 0.5))
         reach = ndi.distance_transform_edt(nuclei == 0, sampling=spacing) <= max_cell_radius_um
-        fg = (stain > _foreground_threshold(stain, min_snr=min_snr) * 0.5) & reach | (nuclei > 0)
+        fg = _object_mask(stain, min_snr=min_snr) & reach | (nuclei > 0)
         # Gaps between touching cells are dimmer than their cytoplasm, so flooding the inverted
         # stain from the nuclei puts the border in the valley.
-        cells = segmentation.watershed(-stain, nuclei, mask=fg)
+        cells = segmentation.watershed(-stain / np.median(stain[fg]), nuclei, mask=fg,
+                                       compactness=_COMPACTNESS)
     nuclei = np.where(cells == nuclei, nuclei, 0)
     nuclei, cells = _consecutive(nuclei, cells)
     return (_upsample_labels(nuclei, factor, shape).astype(np.int32),
