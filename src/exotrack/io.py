@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,36 +195,34 @@ def resolve_channel(image: Image, key: str | int, *, role: str) -> int:
         + ", ".join(repr(n) for n in names))
 
 
-def _atomic_path(path: Path):
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
-    return Path(tmp)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_table(table, path) -> None:
     """Write a pandas DataFrame as CSV atomically."""
-    path = Path(path)
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def write_text(text: str, path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_json(obj, path) -> None:
-    path = Path(path)
-    tmp = _atomic_path(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
 
 
 def _json_default(value):
@@ -233,30 +232,27 @@ def _json_default(value):
 
 
 def write_tiff(array: np.ndarray, path, *, axes: str | None = None, pixel_size_um=None) -> None:
-    """Write an array as a compressed ImageJ-compatible TIFF atomically."""
-    path = Path(path)
-    tmp = _atomic_path(path)
-    try:
-        metadata = {"axes": axes} if axes else {}
-        kwargs = {}
-        if pixel_size_um is not None and pixel_size_um[-1]:
-            kwargs["resolution"] = (1.0 / pixel_size_um[-1], 1.0 / pixel_size_um[-2])
-            metadata["unit"] = "um"
-            if pixel_size_um[0]:
-                metadata["spacing"] = pixel_size_um[0]
-        tifffile.imwrite(tmp, array, imagej=True, metadata=metadata, compression="zlib", **kwargs)
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write an array as a compressed TIFF atomically; ImageJ-compatible (labels as uint16)
+    unless the values need more than 16 bits."""
+    array = np.asarray(array)
+    imagej = array.dtype in (np.uint8, np.uint16, np.float32)
+    if not imagej and np.issubdtype(array.dtype, np.integer) and (array.size == 0 or (
+            array.min() >= 0 and array.max() <= np.iinfo(np.uint16).max)):
+        array, imagej = array.astype(np.uint16), True
+    metadata = {"axes": axes} if axes else {}
+    kwargs = {}
+    if pixel_size_um is not None and pixel_size_um[-1]:
+        kwargs["resolution"] = (1.0 / pixel_size_um[-1], 1.0 / pixel_size_um[-2])
+        metadata["unit"] = "um"
+        if pixel_size_um[0]:
+            metadata["spacing"] = pixel_size_um[0]
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, array, imagej=imagej, metadata=metadata if imagej else None,
+                         compression="zlib", **kwargs)
 
 
 def write_png(rgb: np.ndarray, path) -> None:
     from PIL import Image as PILImage
 
-    path = Path(path)
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         PILImage.fromarray(rgb).save(tmp, format="PNG")
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

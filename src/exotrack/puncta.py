@@ -24,6 +24,8 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 from scipy.spatial import cKDTree
 
+from .background import checkerboard
+
 PUNCTA_COLUMNS = ["z", "y", "x", "intensity", "snr"]
 
 # The wide Gaussian of the band-pass is this many times the spot's.
@@ -46,15 +48,10 @@ def spot_sigma_px(pixel_size_um, *, spot_diameter_um: float, axial_ratio: float 
 def _tile_noise(image: np.ndarray, tile: tuple[int, ...]) -> np.ndarray:
     """Pixel noise per tile, from the image's highest spatial frequency.
 
-    The checkerboard combination of each 2 x 2 block of pixels passes white noise unchanged but
-    almost none of anything the PSF has blurred, so puncta, cells and background gradients do not
-    inflate it, however crowded. Its median absolute value per tile estimates the local noise,
-    photon noise included.
+    Puncta, cells and background gradients do not inflate the checkerboard, however crowded;
+    its median absolute value per tile estimates the local noise, photon noise included.
     """
-    y0, x0 = image.shape[-2] // 2 * 2, image.shape[-1] // 2 * 2
-    im = image[..., :y0, :x0]
-    checker = 0.5 * (im[..., 0::2, 0::2] - im[..., 1::2, 0::2] - im[..., 0::2, 1::2] + im[..., 1::2, 1::2])
-    values = np.abs(checker)
+    values = np.abs(checkerboard(image))
     tile = tuple(list(tile[:-2]) + [max(1, tile[-2] // 2), max(1, tile[-1] // 2)])
     pad = [(0, (-n) % t) for n, t in zip(values.shape, tile)]
     if any(p for _, p in pad):

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, morphology, segmentation
 
-from .background import background_surface, block_reduce_mean, robust_sigma
+from .background import background_surface, block_reduce_mean, pixel_noise
 
 # Working resolution: pixels across a nucleus after block averaging.
 _NUCLEUS_WORKING_PX = 24
@@ -44,7 +44,14 @@ def _upsample_labels(labels: np.ndarray, factor: int, shape) -> np.ndarray:
     return up[tuple(slice(0, n) for n in shape)]
 
 
-def _object_mask(smooth: np.ndarray, *, min_snr: float, relative: float = 0.25) -> np.ndarray:
+def _smoothed(image: np.ndarray, sigma):
+    """Gaussian-smoothed image and the standard deviation of its noise."""
+    sigma = np.broadcast_to(np.asarray(sigma, float), (image.ndim,))
+    gain = np.sqrt(np.prod(1 / (2 * np.sqrt(np.pi) * sigma)))
+    return ndi.gaussian_filter(image, sigma), pixel_noise(image) * min(1.0, gain)
+
+
+def _object_mask(smooth: np.ndarray, *, noise: float, min_snr: float, relative: float = 0.25) -> np.ndarray:
     """Pixels of stained objects whose brightness varies from object to object.
 
     One global threshold (Otsu) cuts dim objects down to their bright core. Instead Otsu only
@@ -55,16 +62,19 @@ def _object_mask(smooth: np.ndarray, *, min_snr: float, relative: float = 0.25) 
     """
     otsu = filters.threshold_otsu(smooth)
     below = smooth[smooth < otsu]
-    noise = robust_sigma(below) if below.size else 0.0
+    background = float(np.median(below)) if below.size else 0.0
     core = smooth > otsu
-    if not core.any() or np.median(smooth[core]) < min_snr * noise:
+    if not core.any():
+        return core
+    level = float(np.median(smooth[core])) - background
+    if level < min_snr * noise:
         return np.zeros(smooth.shape, bool)
-    level = float(np.median(smooth[core]))
-    mask = smooth > max(min_snr * noise, 0.2 * level)
+    signal = smooth - background
+    mask = signal > max(min_snr * noise, 0.2 * level)
     regions, n = ndi.label(mask)
-    peak = np.asarray(ndi.maximum(smooth, regions, index=np.arange(n + 1)))
+    peak = np.asarray(ndi.maximum(signal, regions, index=np.arange(n + 1)))
     peak[0] = np.inf
-    return smooth >= relative * peak[regions]
+    return signal >= relative * peak[regions]
 
 
 def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | None = None, *,
@@ -105,8 +115,8 @@ def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | 
 
     small = _downsample(nuclei_image, factor)
     small = small - background_surface(small)
-    smooth = ndi.gaussian_filter(small, np.maximum(radius_px / 6, 0.5))
-    mask = _object_mask(smooth, min_snr=min_snr)
+    smooth, noise = _smoothed(small, np.maximum(radius_px / 6, 0.5))
+    mask = _object_mask(smooth, noise=noise, min_snr=min_snr)
     voxel = float(np.prod(spacing))
     expected = (np.pi / 6 if mask.ndim == 3 else np.pi / 4) * nucleus_diameter_um ** mask.ndim
     if mask.ndim == 3 and shape[0] * spacing[0] < nucleus_diameter_um:
@@ -125,11 +135,15 @@ def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | 
         cells = segmentation.expand_labels(nuclei, distance=cell_expansion_um / spacing[-1],
                                            spacing=spacing / spacing[-1])
     else:
+        # No background fit: cells may cover most of the field, leaving too little background
+        # to fit; the mask measures from the level of the dark pixels instead.
         stain = _downsample(cell_image, factor)
-        stain = stain - background_surface(stain, exclude=ndi.binary_dilation(nuclei > 0, iterations=3))
+        # The cell's extent comes from a stain smoothed over about a micrometre, so a patchy
+        # stain (mitochondria, vesicles) still fills the cytoplasm; borders from a finer copy.
+        extent, noise = _smoothed(stain, np.maximum(radius_px / 4, 0.5))
         stain = ndi.gaussian_filter(stain, np.maximum(radius_px / 12, 0.5))
         reach = ndi.distance_transform_edt(nuclei == 0, sampling=spacing) <= max_cell_radius_um
-        fg = _object_mask(stain, min_snr=min_snr) & reach | (nuclei > 0)
+        fg = _object_mask(extent, noise=noise, min_snr=min_snr) & reach | (nuclei > 0)
         # Gaps between touching cells are dimmer than their cytoplasm, so flooding the inverted
         # stain from the nuclei puts the border in the valley.
         cells = segmentation.watershed(-stain / np.median(stain[fg]), nuclei, mask=fg,

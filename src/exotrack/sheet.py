@@ -38,7 +38,7 @@ def _describe(error) -> str:
         kinds = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         return f"{value!r} should be a " + " or ".join(kinds)
     if error.validator == "pattern":
-        return f"{value!r} has characters that are not allowed (use letters, digits, '_', '.', '-')"
+        return f"{value!r} is not valid here: expected {error.schema.get('description', 'another format')}"
     if error.validator == "required":
         return error.message.replace("is a required property", "is required but missing")
     if error.validator == "additionalProperties":

@@ -1,0 +1,22 @@
+# exotrack: exosome-tracking images to per-sample tables.
+# Configuration: config.yaml (validated against workflow/schemas/config.schema.yaml).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/fluorescence.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,15 @@
+"""Snakemake entry point: one fluorescence sample."""
+import logging
+
+from exotrack.fluorescence import process_sample
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
+process_sample(
+    sample=snakemake.wildcards.sample,
+    path=snakemake.input.image,
+    options=snakemake.params.options,
+    channels=snakemake.params.channels,
+    pixel_size_um=snakemake.params.pixel_size_um,
+    axes=snakemake.params.axes,
+    outputs=dict(snakemake.output.items()),
+)
