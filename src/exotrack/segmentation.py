@@ -51,30 +51,31 @@ def _smoothed(image: np.ndarray, sigma):
     return ndi.gaussian_filter(image, sigma), pixel_noise(image) * min(1.0, gain)
 
 
-def _object_mask(smooth: np.ndarray, *, noise: float, min_snr: float, relative: float = 0.25) -> np.ndarray:
-    """Pixels of stained objects whose brightness varies from object to object.
+def _object_mask(smooth: np.ndarray, *, noise: float, min_snr: float):
+    """Where stained objects are, at a threshold low enough to keep dim objects whole.
 
-    One global threshold (Otsu) cuts dim objects down to their bright core. Instead Otsu only
-    finds where the objects are; a low threshold (a fraction of the typical object level, and at
-    least ``min_snr`` noise standard deviations) takes their full extent; and each connected
-    region then keeps what exceeds ``relative`` times its own peak, so a dim object keeps its
-    outline as well as a bright one. Returns an all-False mask when nothing stands out of the noise.
+    Otsu's threshold only locates the objects: objects vary in brightness, and one global
+    threshold would cut dim ones down to their bright core. The mask takes everything above the
+    background (the median of the pixels below Otsu's threshold) by a fifth of the typical object
+    level, and at least ``min_snr`` times ``noise`` (the noise of ``smooth``). Returns the mask and
+    the background-subtracted image; the mask is all False when nothing stands out of the noise.
     """
     otsu = filters.threshold_otsu(smooth)
     below = smooth[smooth < otsu]
     background = float(np.median(below)) if below.size else 0.0
-    core = smooth > otsu
-    if not core.any():
-        return core
-    level = float(np.median(smooth[core])) - background
-    if level < min_snr * noise:
-        return np.zeros(smooth.shape, bool)
     signal = smooth - background
-    mask = signal > max(min_snr * noise, 0.2 * level)
-    regions, n = ndi.label(mask)
-    peak = np.asarray(ndi.maximum(signal, regions, index=np.arange(n + 1)))
-    peak[0] = np.inf
-    return signal >= relative * peak[regions]
+    core = smooth > otsu
+    level = float(np.median(signal[core])) if core.any() else 0.0
+    if level < min_snr * noise:
+        return np.zeros(smooth.shape, bool), signal
+    return signal > max(min_snr * noise, 0.2 * level), signal
+
+
+def _trim(labels: np.ndarray, signal: np.ndarray, relative: float = 0.25) -> np.ndarray:
+    """Keep each object's pixels above ``relative`` times its own peak, so that a dim object's
+    outline sits where a bright one's does, at the same fraction of its own brightness."""
+    peak = np.asarray(ndi.maximum(signal, labels, index=np.arange(int(labels.max()) + 1)))
+    return np.where(signal >= relative * peak[labels], labels, 0)
 
 
 def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | None = None, *,
@@ -116,7 +117,7 @@ def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | 
     small = _downsample(nuclei_image, factor)
     small = small - background_surface(small)
     smooth, noise = _smoothed(small, np.maximum(radius_px / 6, 0.5))
-    mask = _object_mask(smooth, noise=noise, min_snr=min_snr)
+    mask, signal = _object_mask(smooth, noise=noise, min_snr=min_snr)
     voxel = float(np.prod(spacing))
     expected = (np.pi / 6 if mask.ndim == 3 else np.pi / 4) * nucleus_diameter_um ** mask.ndim
     if mask.ndim == 3 and shape[0] * spacing[0] < nucleus_diameter_um:
@@ -129,7 +130,7 @@ def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | 
     distance = ndi.gaussian_filter(distance, 1.0)
     markers = morphology.h_maxima(distance, 0.1 * nucleus_diameter_um)
     markers, _ = ndi.label(markers & mask)
-    nuclei = segmentation.watershed(-distance, markers, mask=mask)
+    nuclei = _trim(segmentation.watershed(-distance, markers, mask=mask), signal)
 
     if cell_image is None:
         cells = segmentation.expand_labels(nuclei, distance=cell_expansion_um / spacing[-1],
@@ -143,11 +144,13 @@ def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | 
         extent, noise = _smoothed(stain, np.maximum(radius_px / 4, 0.5))
         stain = ndi.gaussian_filter(stain, np.maximum(radius_px / 12, 0.5))
         reach = ndi.distance_transform_edt(nuclei == 0, sampling=spacing) <= max_cell_radius_um
-        fg = _object_mask(extent, noise=noise, min_snr=min_snr) & reach | (nuclei > 0)
+        fg, signal = _object_mask(extent, noise=noise, min_snr=min_snr)
+        fg = fg & reach | (nuclei > 0)
         # Gaps between touching cells are dimmer than their cytoplasm, so flooding the inverted
         # stain from the nuclei puts the border in the valley.
         cells = segmentation.watershed(-stain / np.median(stain[fg]), nuclei, mask=fg,
                                        compactness=_COMPACTNESS)
+        cells = np.where(nuclei > 0, nuclei, _trim(cells, signal))
     nuclei = np.where(cells == nuclei, nuclei, 0)
     nuclei, cells = _consecutive(nuclei, cells)
     return (_upsample_labels(nuclei, factor, shape).astype(np.int32),
