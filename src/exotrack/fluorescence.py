@@ -34,11 +34,11 @@ DEFAULTS = {
     "channels": {"nuclei": "Hoechst", "exosomes": "CD63-RFP", "cells": "CellMask"},
     "pixel_size_um": None,
     "nucleus_diameter_um": 10.0,
-    "cell_expansion_um": 10.0,
+    "cell_expansion_um": 6.0,
     "max_cell_radius_um": 30.0,
     "spot_diameter_um": 0.5,
     "spot_axial_ratio": 3.0,
-    "snr_threshold": 5.0,
+    "snr_threshold": 5.5,
     "min_puncta_positive": 1,
     "max_saturated_fraction": 0.05,
 }
@@ -163,7 +163,11 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
             stack = data[frame, roles[role]]
             return stack if is_3d else stack[0]
 
-        check_image(data[frame, roles["exosomes"]], max_saturated_fraction=options["max_saturated_fraction"])
+        for role, index in roles.items():
+            try:
+                check_image(data[frame, index], max_saturated_fraction=options["max_saturated_fraction"])
+            except io.InputError as exc:
+                raise io.InputError(f"{role} channel {image.channel_names[index]!r}: {exc}") from None
         nuclei, cells, table, puncta = analyse_frame(
             plane("nuclei"), plane("exosomes"), plane("cells"), pixel_size_um=spatial, options=options)
         table.insert(1, "frame", frame)

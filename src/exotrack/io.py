@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -235,9 +236,14 @@ def write_tiff(array: np.ndarray, path, *, axes: str | None = None, pixel_size_u
     """Write an array as a compressed TIFF atomically; ImageJ-compatible (labels as uint16)
     unless the values need more than 16 bits."""
     array = np.asarray(array)
+    if array.size == 0:  # a failed sample's empty label image: plain TIFF, 0 x 0 pixels
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tifffile.imwrite(tmp, array)
+        return
     imagej = array.dtype in (np.uint8, np.uint16, np.float32)
-    if not imagej and np.issubdtype(array.dtype, np.integer) and (array.size == 0 or (
-            array.min() >= 0 and array.max() <= np.iinfo(np.uint16).max)):
+    if not imagej and np.issubdtype(array.dtype, np.integer) and (
+            array.min() >= 0 and array.max() <= np.iinfo(np.uint16).max):
         array, imagej = array.astype(np.uint16), True
     metadata = {"axes": axes} if axes else {}
     kwargs = {}

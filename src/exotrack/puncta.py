@@ -129,7 +129,7 @@ class _SpotModel:
 
 
 def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float = 0.5,
-                  snr_threshold: float = 5.0, axial_ratio: float = 3.0,
+                  snr_threshold: float = 5.5, axial_ratio: float = 3.0,
                   exclude: np.ndarray | None = None) -> pd.DataFrame:
     """Find puncta in one 2-D or 3-D image.
 
@@ -143,7 +143,7 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
         Apparent diameter of a punctum (for a diffraction-limited spot, about 1.2 λ / 2NA).
     snr_threshold : float
         A punctum's band-pass amplitude must exceed the local noise of the band-pass image by
-        this factor. The default keeps false detections from pure noise near one per megapixel.
+        this factor. The default keeps false detections in pure noise below one per megapixel.
     axial_ratio : float
         Axial over lateral extent of a spot in 3-D (the PSF is elongated along z).
     exclude : ndarray of bool, optional

@@ -80,7 +80,7 @@ def _trim(labels: np.ndarray, signal: np.ndarray, relative: float = 0.25) -> np.
 
 def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | None = None, *,
                              pixel_size_um, nucleus_diameter_um: float = 10.0,
-                             cell_expansion_um: float = 10.0, max_cell_radius_um: float = 30.0,
+                             cell_expansion_um: float = 6.0, max_cell_radius_um: float = 30.0,
                              min_snr: float = 5.0):
     """Segment nuclei, then the cells that own them.
 
@@ -148,7 +148,8 @@ def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | 
         fg = fg & reach | (nuclei > 0)
         # Gaps between touching cells are dimmer than their cytoplasm, so flooding the inverted
         # stain from the nuclei puts the border in the valley.
-        cells = segmentation.watershed(-stain / np.median(stain[fg]), nuclei, mask=fg,
+        scale = np.median(stain[fg]) if fg.any() else 1.0
+        cells = segmentation.watershed(-stain / scale, nuclei, mask=fg,
                                        compactness=_COMPACTNESS)
         cells = np.where(nuclei > 0, nuclei, _trim(cells, signal))
     nuclei = np.where(cells == nuclei, nuclei, 0)

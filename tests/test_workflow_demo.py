@@ -1,0 +1,100 @@
+"""The bundled demo through the real Snakemake workflow, checked against its ground truth."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from exotrack.evaluate import match_labels, match_points
+
+DEMO_SAMPLES = ["pbs_w1", "pbs_w2", "pbs_w3", "exo_w1", "exo_w2", "exo_w3", "exo_z1"]
+
+
+def _truth(run, sample):
+    base = run / "demo" / "truth" / sample
+    return (tifffile.imread(base / "cells.tif"), tifffile.imread(base / "nuclei.tif"),
+            pd.read_csv(base / "puncta.csv"))
+
+
+def test_samples_table_lists_every_sample_ok(demo_run):
+    table = pd.read_csv(demo_run / "results" / "tables" / "samples.csv")
+    assert table["sample"].tolist() == DEMO_SAMPLES
+    assert (table["status"] == "ok").all(), table[["sample", "status"]]
+    for column in ["sample", "modality", "group", "subject", "timepoint", "marker", "status", "n_cells",
+                   "pct_exosome_positive_cells", "puncta_per_cell_mean", "exosome_intensity_per_cell_mean"]:
+        assert column in table.columns
+    by_group = table.groupby("group")["puncta_per_cell_mean"].mean()
+    assert by_group["exosome"] > 10 * by_group["PBS"]
+
+
+def test_output_tables_have_spec_columns(demo_run):
+    base = demo_run / "results" / "fluorescence" / "exo_w1"
+    cells = pd.read_csv(base / "cells.csv")
+    puncta = pd.read_csv(base / "puncta.csv")
+    assert cells.columns[:10].tolist() == ["cell_id", "frame", "y", "x", "area_um2", "nucleus_area_um2",
+                                           "exosome_mean", "exosome_integrated", "puncta_count", "exosome_positive"]
+    assert puncta.columns[:7].tolist() == ["spot_id", "frame", "z", "y", "x", "intensity", "cell_id"]
+
+
+@pytest.mark.parametrize("sample", DEMO_SAMPLES)
+def test_accuracy_against_ground_truth(demo_run, sample):
+    truth_cells, truth_nuclei, truth_puncta = _truth(demo_run, sample)
+    base = demo_run / "results" / "fluorescence" / sample
+    labels = tifffile.imread(base / "labels.tif")
+    nuclei = tifffile.imread(base / "nuclei.tif")
+    cells = pd.read_csv(base / "cells.csv")
+    puncta = pd.read_csv(base / "puncta.csv")
+    assert labels.shape == truth_cells.shape
+
+    axes = ["z", "y", "x"] if labels.ndim == 3 else ["y", "x"]
+    pairs, _, _, f1 = match_points(puncta[axes].to_numpy(), truth_puncta[axes].to_numpy(), radius=3)
+    assert f1 >= 0.95, f"{sample}: puncta F1 {f1:.3f}"
+    assert match_labels(labels, truth_cells, iou=0.5) >= 0.9
+    assert match_labels(nuclei, truth_nuclei, iou=0.5) >= 0.9
+
+    # Per-cell counts: each predicted cell against the truth cell it overlaps most.
+    truth_counts = np.bincount(truth_puncta["cell_id"], minlength=truth_cells.max() + 1)
+    errors = []
+    for row in cells.itertuples():
+        overlap = np.bincount(truth_cells[labels == row.cell_id], minlength=truth_cells.max() + 1)
+        overlap[0] = 0
+        match = overlap.argmax()
+        if truth_counts[match] >= 10:
+            errors.append(abs(row.puncta_count - truth_counts[match]) / truth_counts[match])
+    if errors:
+        assert np.mean(errors) <= 0.10, f"{sample}: per-cell count error {np.mean(errors):.3f}"
+
+
+def test_labels_puncta_and_tables_agree(demo_run):
+    base = demo_run / "results" / "fluorescence" / "exo_w2"
+    labels = tifffile.imread(base / "labels.tif")
+    cells = pd.read_csv(base / "cells.csv")
+    puncta = pd.read_csv(base / "puncta.csv")
+    assert sorted(np.unique(labels[labels > 0])) == cells["cell_id"].tolist()
+    at = labels[np.round(puncta["y"]).astype(int), np.round(puncta["x"]).astype(int)]
+    assert (at == puncta["cell_id"]).all()
+    counts = puncta[puncta["cell_id"] > 0].groupby("cell_id").size()
+    assert (cells.set_index("cell_id")["puncta_count"].reindex(counts.index) == counts).all()
+    area = np.bincount(labels.ravel())[1:] * 0.1625 ** 2
+    np.testing.assert_allclose(cells["area_um2"], area, rtol=1e-3)
+
+
+def test_qc_images_and_provenance(demo_run):
+    from PIL import Image
+
+    for sample in DEMO_SAMPLES:
+        png = np.asarray(Image.open(demo_run / "results" / "qc" / f"{sample}.png"))
+        assert png.ndim == 3 and png.shape[0] > 200 and png.std() > 10
+    versions = json.loads((demo_run / "results" / "provenance" / "versions.json").read_text())
+    assert versions["software"]["exotrack"]
+    assert len(versions["inputs"]) == len(DEMO_SAMPLES)
+    assert all(len(v) == 64 for v in versions["inputs"].values())
+    assert (demo_run / "results" / "provenance" / "config.yaml").exists()
+
+
+def test_rerun_is_a_no_op(demo_run):
+    from conftest import run_snakemake
+
+    result = run_snakemake(demo_run, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
