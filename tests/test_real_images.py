@@ -29,10 +29,11 @@ def test_hela_lysosomes_through_the_workflow(tmp_path):
 def test_cell_painting_field_with_pixel_size_from_sheet(tmp_path):
     field = shared("IXMtest_A02_s9.tif")
     pd.DataFrame([{"sample": "ixm", "modality": "fluorescence", "path": str(field), "pixel_size_um": "0.656",
-                   "channels": "nuclei=0;exosomes=1;cells=2"}]).to_csv(tmp_path / "s.tsv", sep="\t", index=False)
+                   "channels": "nuclei=0;exosomes=2;cells=1"}]).to_csv(tmp_path / "s.tsv", sep="\t", index=False)
     run_snakemake(tmp_path, "--config", "samples=s.tsv", "fluorescence={'spot_diameter_um': 1.5, 'nucleus_diameter_um': 12}")
     row = pd.read_csv(tmp_path / "results" / "tables" / "samples.csv").iloc[0]
     assert row["status"] == "ok", row["status"]
     labels = tifffile.imread(tmp_path / "results" / "fluorescence" / "ixm" / "labels.tif")
     assert labels.shape == (395, 695)
-    assert row["n_cells"] >= 10
+    assert row["n_cells"] >= 20  # 25 nuclei by eye, a few cut by the border
+    assert row["pct_puncta_in_cells"] > 50

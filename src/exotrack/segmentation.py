@@ -139,9 +139,12 @@ def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | 
         # No background fit: cells may cover most of the field, leaving too little background
         # to fit; the mask measures from the level of the dark pixels instead.
         stain = _downsample(cell_image, factor)
-        # The cell's extent comes from a stain smoothed over about a micrometre, so a patchy
-        # stain (mitochondria, vesicles) still fills the cytoplasm; borders from a finer copy.
-        extent, noise = _smoothed(stain, np.maximum(radius_px / 4, 0.5))
+        # The cell's extent comes from a stain smoothed laterally over about a micrometre, so a
+        # patchy stain (mitochondria, vesicles) still fills the cytoplasm; not along z, where the
+        # PSF already smears it. Borders come from a finer copy.
+        fill = np.maximum(radius_px / 4, 0.5)
+        fill[:-2] = np.maximum(radius_px[:-2] / 12, 0.5)
+        extent, noise = _smoothed(stain, fill)
         stain = ndi.gaussian_filter(stain, np.maximum(radius_px / 12, 0.5))
         reach = ndi.distance_transform_edt(nuclei == 0, sampling=spacing) <= max_cell_radius_um
         fg, signal = _object_mask(extent, noise=noise, min_snr=min_snr)
@@ -151,7 +154,12 @@ def segment_nuclei_and_cells(nuclei_image: np.ndarray, cell_image: np.ndarray | 
         scale = np.median(stain[fg]) if fg.any() else 1.0
         cells = segmentation.watershed(-stain / scale, nuclei, mask=fg,
                                        compactness=_COMPACTNESS)
-        cells = np.where(nuclei > 0, nuclei, _trim(cells, signal))
+        # In 2-D, cells keep their whole low-threshold extent: cytoplasmic stains fade towards
+        # the periphery, and trimming to a fraction of each cell's peak would cut real cytoplasm.
+        # In a z-stack the axial PSF smears every cell far above and below its surfaces, and the
+        # trim puts them back.
+        if cells.ndim == 3:
+            cells = np.where(nuclei > 0, nuclei, _trim(cells, signal))
     nuclei = np.where(cells == nuclei, nuclei, 0)
     nuclei, cells = _consecutive(nuclei, cells)
     return (_upsample_labels(nuclei, factor, shape).astype(np.int32),

@@ -52,11 +52,29 @@ def validate_config(config: dict, schema) -> dict:
     """Check ``config`` against the JSON schema; fill defaults; raise :class:`SheetError` listing
     every problem as ``key.path: what is wrong``."""
     schema = _load_schema(schema)
+    config = _coerce(config, schema)
     errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         lines = [f"  {'.'.join(map(str, e.path)) or '(top level)'}: {_describe(e)}" for e in errors]
         raise SheetError("the configuration has problems:\n" + "\n".join(lines))
     return _with_defaults(config, schema)
+
+
+def _coerce(value, schema):
+    """Numbers given as text (``snakemake --config`` passes nested values as strings) become
+    numbers where the schema asks for one."""
+    if isinstance(value, dict) and schema.get("type") == "object":
+        props = schema.get("properties", {})
+        return {k: _coerce(v, props[k]) if k in props else v for k, v in value.items()}
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if isinstance(value, str) and ({"number", "integer"} & set(kinds)):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if "integer" in kinds and number.is_integer() else number
+    return value
 
 
 def _with_defaults(value, schema):
