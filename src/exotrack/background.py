@@ -42,23 +42,38 @@ def block_reduce_mean(image: np.ndarray, block: tuple[int, ...], *, exclude=None
     that stick out of the image are averaged over the pixels they contain.
     """
     pad = [(0, (-n) % b) for n, b in zip(image.shape, block)]
-    values = image.astype(np.float32, copy=True)
-    if exclude is not None:
-        values[exclude] = np.nan
-    if any(p for _, p in pad):
-        values = np.pad(values, pad, constant_values=np.nan)
     shape = []
-    for n, b in zip(values.shape, block):
-        shape += [n // b, b]
-    blocks = values.reshape(shape)
+    for n, (_, p), b in zip(image.shape, pad, block):
+        shape += [(n + p) // b, b]
     inner = tuple(range(1, 2 * image.ndim, 2))
-    valid = np.isfinite(blocks)
-    count = valid.sum(axis=inner)
-    total = np.where(valid, blocks, 0).sum(axis=inner, dtype=np.float64)
-    size = int(np.prod(block))
+    if exclude is None and not any(p for _, p in pad):
+        # The common case, without copies: every block is whole and every pixel counts.
+        means = image.reshape(shape).mean(axis=inner, dtype=np.float64)
+        return means, np.ones(means.shape)
+    used = np.ones(image.shape, bool) if exclude is None else ~exclude
+    values = np.where(used, image, 0).astype(np.float32, copy=False)
+    if any(p for _, p in pad):
+        values, used = np.pad(values, pad), np.pad(used, pad)
+    count = used.reshape(shape).sum(axis=inner)
+    total = values.reshape(shape).sum(axis=inner, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = total / count
-    return means, count / size
+    return means, count / int(np.prod(block))
+
+
+def _flat_blocks(image: np.ndarray, block: tuple[int, ...]) -> np.ndarray:
+    """Blocks in which every pixel has the same value: padding (a black frame), not background."""
+    crop = tuple(slice(0, n - n % b) if n >= b else slice(None) for n, b in zip(image.shape, block))
+    whole = image[crop]
+    shape = []
+    for n, b in zip(whole.shape, block):
+        shape += [max(n // b, 1), min(b, n)]
+    inner = tuple(range(1, 2 * image.ndim, 2))
+    blocks = whole.reshape(shape)
+    flat = blocks.max(axis=inner) == blocks.min(axis=inner)
+    full = np.zeros([-(-n // b) for n, b in zip(image.shape, block)], bool)
+    full[tuple(slice(0, m) for m in flat.shape)] = flat
+    return full
 
 
 def _design(coords: list[np.ndarray], order: int) -> list[tuple[int, ...]]:
@@ -97,11 +112,7 @@ def background_surface(image: np.ndarray, *, exclude: np.ndarray | None = None, 
     # Axes shorter than a few blocks (thin z stacks) are averaged whole rather than fitted.
     block = tuple(max(1, int(np.ceil(n / grid))) if n >= 8 else n for n in image.shape)
     means, used = block_reduce_mean(image, block, exclude=exclude)
-    # Constant blocks are padding (e.g. a black frame), not sample background.
-    flat = np.zeros(means.shape, bool)
-    if exclude is None:
-        flat = block_reduce_mean(np.abs(np.diff(image, axis=-1, append=image[..., -1:])) > 0,
-                                 block)[0] == 0
+    flat = _flat_blocks(image, block) if exclude is None else np.zeros(means.shape, bool)
     valid = np.isfinite(means) & (used >= 0.25) & ~flat
     if valid.sum() < 4:
         finite = image[~exclude] if exclude is not None and (~exclude).any() else image

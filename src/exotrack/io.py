@@ -261,4 +261,4 @@ def write_png(rgb: np.ndarray, path) -> None:
     from PIL import Image as PILImage
 
     with atomic_path(path) as tmp:
-        PILImage.fromarray(rgb).save(tmp, format="PNG")
+        PILImage.fromarray(rgb).save(tmp, format="PNG", compress_level=3)

@@ -40,18 +40,20 @@ def fluorescence_overlay(channels: dict[str, np.ndarray], cells: np.ndarray, nuc
     Channels by role (``nuclei`` blue, ``exosomes`` red, ``cells`` grey), cell outlines in green,
     nucleus outlines in light blue, puncta as cyan rings inside cells and yellow rings outside.
     """
-    planes = {role: _project(np.asarray(a, np.float32)) for role, a in channels.items()}
     cells2d, nuclei2d = _project(cells), _project(nuclei)
+    factor = max(1, int(np.ceil(max(cells2d.shape) / _MAX_SIDE)))
+    # Everything is brought to display size first: a 2048-pixel field costs a quarter.
+    block = (factor, factor)
+    planes = {role: block_reduce_mean(_project(np.asarray(a)), block)[0] for role, a in channels.items()}
+    cells2d, nuclei2d = cells2d[::factor, ::factor], nuclei2d[::factor, ::factor]
     shape = cells2d.shape
-    factor = max(1, int(np.ceil(max(shape) / _MAX_SIDE)))
     rgb = np.zeros(shape + (3,), np.float32)
     for role, plane in planes.items():
-        rgb += _stretch(plane)[..., None] * np.array(_COLOURS.get(role, (0.5, 0.5, 0.5)), np.float32)
+        rgb += _stretch(plane[: shape[0], : shape[1]])[..., None] * np.array(
+            _COLOURS.get(role, (0.5, 0.5, 0.5)), np.float32)
     rgb = np.clip(rgb, 0, 1)
     rgb[find_boundaries(nuclei2d, mode="inner")] = (0.6, 0.8, 1.0)
     rgb[find_boundaries(cells2d, mode="inner")] = (0.2, 1.0, 0.2)
-    if factor > 1:
-        rgb = block_reduce_mean(rgb, (factor, factor, 1))[0]
     image = Image.fromarray((rgb * 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     r = 3
