@@ -1,6 +1,5 @@
 """Puncta detection on images whose every spot is known (Poisson, offset, read noise, PSF)."""
 import numpy as np
-import pytest
 
 from exotrack.demo import _camera, _gaussian_spots
 from exotrack.evaluate import match_points

@@ -98,3 +98,30 @@ def test_rerun_is_a_no_op(demo_run):
 
     result = run_snakemake(demo_run, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_report_is_built(demo_run):
+    from conftest import run_snakemake
+
+    run_snakemake(demo_run, "--report", "report.html")
+    html = (demo_run / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000 and "samples.csv" in html
+
+
+def test_demo_is_deterministic(tmp_path):
+    import subprocess
+    import sys
+
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-m", "exotrack.cli", "demo", str(tmp_path / name), "--seed", "3"],
+                       check=True, capture_output=True)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 1 + 4 * len(DEMO_SAMPLES)
+    for rel in files:
+        a, b = tmp_path / "a" / rel, tmp_path / "b" / rel
+        if rel.suffix == ".tif":  # OME-XML carries a fresh UUID; the pixels must agree
+            np.testing.assert_array_equal(tifffile.imread(a), tifffile.imread(b))
+        else:
+            assert a.read_bytes() == b.read_bytes(), rel
+    sheet = pd.read_csv(tmp_path / "a" / "samples.tsv", sep="\t")
+    assert set(sheet["group"]) == {"PBS", "exosome"} and len(sheet) == len(DEMO_SAMPLES)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -239,7 +238,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
     options = {**DEFAULTS, **options}
     try:
         image = io.read_image(path, axes=axes or None)
-        mapping = {**options["channels"], **parse_channels(channels)}
+        # A sheet's channels column replaces the config's roles, so a sample can drop one.
+        mapping = parse_channels(channels) or options["channels"]
         roles = resolve_roles(image, mapping)
         size = resolve_pixel_size(image, parse_pixel_size(pixel_size_um), options["pixel_size_um"])
         result = analyse_image(image, roles=roles, pixel_size_um=size, options=options)
@@ -285,10 +285,3 @@ def _write_failure(sample: str, reason: str, outputs: dict) -> dict:
     io.write_json(metrics, outputs["metrics"])
     return metrics
 
-
-def output_paths(results_dir, sample: str) -> dict:
-    """Where the workflow puts one fluorescence sample's outputs."""
-    base = Path(results_dir) / "fluorescence" / sample
-    return {"cells": base / "cells.csv", "puncta": base / "puncta.csv", "labels": base / "labels.tif",
-            "nuclei": base / "nuclei.tif", "metrics": base / "metrics.json",
-            "qc": Path(results_dir) / "qc" / f"{sample}.png"}

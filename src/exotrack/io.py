@@ -14,7 +14,7 @@ import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,6 @@ class Image:
     channel_names: list[str]
     pixel_size_um: tuple[float | None, float | None, float | None] = (None, None, None)
     source_axes: str = ""
-    metadata: dict = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
