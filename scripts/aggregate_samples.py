@@ -1,4 +1,4 @@
-"""Snakemake entry point: results/tables/samples.csv."""
+"""Snakemake entry point: results/tables/samples.csv and .parquet."""
 import logging
 
 from exotrack import io
@@ -7,4 +7,6 @@ from exotrack.sheet import load_sample_sheet
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
 sheet = load_sample_sheet(snakemake.input.sheet, snakemake.params.schema)
-io.write_table(sample_table(sheet, read_metrics(snakemake.input.metrics)), snakemake.output.samples)
+table = sample_table(sheet, read_metrics(snakemake.input.metrics))
+io.write_table(table, snakemake.output.csv)
+io.write_parquet(table, snakemake.output.parquet)

@@ -8,7 +8,7 @@ import tifffile
 
 from exotrack.evaluate import match_labels, match_points
 
-DEMO_SAMPLES = ["pbs_w1", "pbs_w2", "pbs_w3", "exo_w1", "exo_w2", "exo_w3", "exo_z1"]
+DEMO_SAMPLES = ["pbs_w1", "pbs_w2", "pbs_w3", "pbs_w4", "exo_w1", "exo_w2", "exo_w3", "exo_w4", "exo_z1"]
 
 
 def _truth(run, sample):

@@ -32,10 +32,15 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict]) -> pd.DataFrame:
         else:
             record["status"] = "error: no result was produced"
         rows.append(record)
-    columns = ID_COLUMNS + [c for cols in HEADLINE.values() for c in cols]
+    columns = ID_COLUMNS + all_metrics()
     table = pd.DataFrame(rows, columns=columns)
     table["timepoint"] = pd.to_numeric(table["timepoint"], errors="coerce")
     return table
+
+
+def all_metrics() -> list[str]:
+    """Every headline metric of every modality, in table order."""
+    return [c for cols in HEADLINE.values() for c in cols]
 
 
 def read_metrics(paths) -> list[dict]:

@@ -262,9 +262,11 @@ _DEMO_WELLS = [
     ("pbs_w1", "PBS", 1.0, False, "ome", ""),
     ("pbs_w2", "PBS", 1.0, False, "ome", ""),
     ("pbs_w3", "PBS", 1.0, False, "ome", "nuclei=Hoechst;exosomes=CD63-RFP"),
+    ("pbs_w4", "PBS", 2.0, False, "ome", ""),
     ("exo_w1", "exosome", 30.0, False, "ome", ""),
     ("exo_w2", "exosome", 60.0, False, "ome", ""),
     ("exo_w3", "exosome", 120.0, False, "ome", "nuclei=Hoechst;exosomes=CD63-RFP"),
+    ("exo_w4", "exosome", 45.0, False, "ome", ""),
     ("exo_z1", "exosome", 40.0, True, "imagej", "nuclei=0;exosomes=1;cells=2"),
 ]
 
@@ -272,8 +274,8 @@ _DEMO_WELLS = [
 def write_demo(directory, *, seed: int = 0) -> Path:
     """Write the demo study into ``directory`` and return the path of its sample sheet.
 
-    Six 2-D wells (PBS and exosome-treated, three each, uptake rising across the exosome wells;
-    one well per group without the cell stain in use) and one 3-D stack, each as a real file with
+    Eight 2-D wells (PBS and exosome-treated, four each, with different uptake across the exosome
+    wells; one well per group analysed without its cell stain) and one 3-D stack, each as a real file with
     metadata, and the ground truth of every object under ``truth/<sample>/``.
     """
     directory = Path(directory)

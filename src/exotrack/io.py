@@ -216,6 +216,11 @@ def write_table(table, path) -> None:
         table.to_csv(tmp, index=False)
 
 
+def write_parquet(table, path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
 def write_text(text: str, path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -29,6 +29,7 @@ config.update(_validated)
 
 wildcard_constraints:
     sample=r"[A-Za-z0-9_.-]+",
+    modality="fluorescence|bli|photoacoustic|histology",
 
 
 def samples_of(modality):
@@ -44,5 +45,12 @@ def metrics_files():
     return expand(f"{RESULTS}/fluorescence/{{sample}}/metrics.json", sample=samples_of("fluorescence"))
 
 
+def analysed_modalities():
+    """Modalities with at least one sample that this version analyses."""
+    return [m for m in ("fluorescence",) if samples_of(m)]
+
+
 def all_outputs():
-    return [f"{RESULTS}/tables/samples.csv", f"{RESULTS}/provenance/versions.json"]
+    tables = [f"{RESULTS}/tables/{name}.csv" for name in ("samples", "subjects", "groups")]
+    plots = expand(f"{RESULTS}/plots/{{modality}}.png", modality=analysed_modalities())
+    return tables + plots + [f"{RESULTS}/provenance/versions.json"]

@@ -1,0 +1,93 @@
+"""Figures for the paper: one point per subject over a box per group, or growth curves where a
+metric was followed over time; sample sizes on the axis and the corrected p-value on top."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed on a cluster node
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+LABELS = {
+    "n_cells": "cells per field",
+    "pct_exosome_positive_cells": "exosome-positive cells (%)",
+    "puncta_per_cell_mean": "CD63-RFP puncta per cell",
+    "exosome_intensity_per_cell_mean": "CD63-RFP per cell (a.u.)",
+    "n_puncta": "puncta per field",
+    "pct_puncta_in_cells": "puncta inside cells (%)",
+}
+
+
+def _p_text(p):
+    if not np.isfinite(p):
+        return "n.s. (no test)"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def group_figure(values: pd.DataFrame, groups: pd.DataFrame, metrics: list[str], *, control: str,
+                 title: str = ""):
+    """A figure with one panel per metric from :func:`exotrack.stats.subject_values` output and
+    the matching :func:`exotrack.stats.group_table`."""
+    metrics = [m for m in metrics if m in set(values["metric"])]
+    columns = min(len(metrics), 3) or 1
+    rows = int(np.ceil(len(metrics) / columns)) or 1
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.4 * rows), squeeze=False)
+    order = sorted(set(values["group"]), key=lambda g: (g != control, g))
+    colours = {g: plt.cm.tab10(i % 10) for i, g in enumerate(order)}
+    for ax, metric in zip(axes.ravel(), metrics):
+        data = values[values["metric"] == metric]
+        if data["timepoint"].nunique() > 1:
+            _curves(ax, data, order, colours)
+        else:
+            _boxes(ax, data, order, colours, groups[(groups["metric"] == metric)])
+        ax.set_title(LABELS.get(metric, metric), fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes.ravel()[len(metrics):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _boxes(ax, data, order, colours, tests):
+    present = [g for g in order if g in set(data["group"])]
+    samples = [data.loc[data["group"] == g, "value"].to_numpy() for g in present]
+    ax.boxplot(samples, positions=range(len(present)), widths=0.5, showfliers=False,
+               medianprops={"color": "black"})
+    rng = np.random.default_rng(0)  # fixed jitter: the same figure on every run
+    for i, (g, v) in enumerate(zip(present, samples)):
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(v)), v, s=18, color=colours[g], zorder=3)
+    ax.set_xticks(range(len(present)), [f"{g}\n(n={len(v)})" for g, v in zip(present, samples)], fontsize=8)
+    top = max((np.max(v) for v in samples if len(v)), default=1.0)
+    for i, g in enumerate(present):
+        row = tests[tests["group"] == g]
+        if len(row) and row["note"].iloc[0] != "control group":
+            ax.text(i, top * 1.05, _p_text(row["p_holm"].iloc[0]), ha="center", fontsize=7)
+    ax.set_ylim(top=top * 1.15 if top > 0 else None)
+
+
+def _curves(ax, data, order, colours):
+    for g in order:
+        block = data[data["group"] == g]
+        if block.empty:
+            continue
+        for _, curve in block.groupby("subject"):
+            curve = curve.sort_values("timepoint")
+            ax.plot(curve["timepoint"], curve["value"], color=colours[g], alpha=0.3, lw=0.8)
+        summary = block.groupby("timepoint")["value"].agg(["mean", "std", "count"])
+        ax.errorbar(summary.index, summary["mean"], yerr=summary["std"], color=colours[g], lw=2,
+                    capsize=3, label=f"{g} (n={block['subject'].nunique()})")
+    ax.set_xlabel("timepoint")
+    ax.legend(fontsize=7, frameon=False)
+
+
+def save(fig, png, svg) -> None:
+    from .io import atomic_path
+
+    for path, fmt in ((png, "png"), (svg, "svg")):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150)
+    plt.close(fig)

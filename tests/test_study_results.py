@@ -1,0 +1,105 @@
+"""Study-level outputs of the demo run: tables, plots, the report in a real browser, and reruns
+that recompute exactly what changed."""
+import os
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from exotrack.demo import CHANNELS, PIXEL_SIZE_UM, write_ome_tiff
+
+from conftest import run_snakemake
+
+
+def planned_jobs(workdir, *args):
+    """Rule -> number of jobs Snakemake would run now (dry run)."""
+    out = run_snakemake(workdir, "-n", *args).stdout
+    jobs = {}
+    if "Job stats:" in out:
+        table = out.split("Job stats:", 1)[1].split("total", 1)[0]
+        for line in table.splitlines():
+            match = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+            if match and match.group(1) != "job":
+                jobs[match.group(1)] = int(match.group(2))
+    return jobs
+
+
+def test_tables_and_plots(demo_run):
+    tables = demo_run / "results" / "tables"
+    samples = pd.read_csv(tables / "samples.csv")
+    pd.testing.assert_frame_equal(pd.read_parquet(tables / "samples.parquet"), samples, check_dtype=False)
+    subjects = pd.read_csv(tables / "subjects.csv")
+    assert len(subjects) == len(samples) and (subjects["n_samples"] == 1).all()
+    groups = pd.read_csv(tables / "groups.csv")
+    uptake = groups[groups["metric"] == "puncta_per_cell_mean"].set_index("group")
+    assert uptake.loc["exosome", "n"] == 5 and uptake.loc["PBS", "n"] == 4
+    assert uptake.loc["exosome", "p_value"] < 0.05 and uptake.loc["exosome", "effect_size"] == 1.0
+    for suffix in ("png", "svg"):
+        assert (demo_run / "results" / "plots" / f"fluorescence.{suffix}").stat().st_size > 10_000
+
+
+def _chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        path = None
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide chromium and playwright (see .ci/run)")
+        pytest.skip("chromium or playwright not installed")
+    return path
+
+
+def test_report_shows_its_plots_in_a_browser(demo_run, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    chromium = _chromium()
+    run_snakemake(demo_run, "--report", str(tmp_path / "report.html"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto((tmp_path / "report.html").as_uri())
+        page.get_by_text("Plots", exact=True).click()
+        page.get_by_text("fluorescence", exact=True).locator("xpath=..").locator("a[iconname=eye]").click()
+        plot = page.locator("img[src^='data:image/png']").first
+        plot.wait_for(state="visible", timeout=15_000)
+        box = plot.bounding_box()
+        page.screenshot(path=str(tmp_path / "report.png"))
+        browser.close()
+    assert box["width"] > 600 and box["height"] > 300
+    shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"), float)
+    region = shot[int(box["y"]):int(box["y"] + box["height"]), int(box["x"]):int(box["x"] + box["width"])]
+    # A rendered figure: mostly white paper with dark axes, text and points.
+    assert (region < 100).mean() > 0.005 and (region > 240).mean() > 0.5
+
+
+def test_reruns_recompute_exactly_what_changed(demo_run):
+    # Dry runs only; the image's time stamp is put back, so the shared run is left as it was.
+    work = demo_run
+    assert planned_jobs(work) == {}
+    # A statistics setting: only the statistics, the plots and the provenance.
+    assert planned_jobs(work, "--config", "control_group=exosome") == {
+        "compare_groups": 1, "plot_groups": 1, "record_provenance": 1, "all": 1}
+    # One raw image replaced: that sample and what aggregates it.
+    image = work / "demo" / "images" / "PBS" / "pbs_w2.ome.tif"
+    before, original = image.stat(), image.read_bytes()
+    try:
+        os.utime(image)  # touched, same content: Snakemake compares checksums, nothing to do
+        assert planned_jobs(work) == {}
+        data = tifffile.imread(image)
+        data[0, 0, 0] += 1  # one pixel of one raw image changed
+        write_ome_tiff(image, data, axes="CYX", channel_names=CHANNELS, pixel_size_um=(1, PIXEL_SIZE_UM, PIXEL_SIZE_UM))
+        assert planned_jobs(work) == {
+            "analyse_fluorescence": 1, "aggregate_samples": 1, "summarise_subjects": 1, "compare_groups": 1,
+            "plot_groups": 1, "record_provenance": 1, "all": 1}
+    finally:
+        image.write_bytes(original)
+        os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert planned_jobs(work) == {}
