@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from .fluorescence import HEADLINE as FLUORESCENCE_HEADLINE
+from .fluorescence import TIMELAPSE_HEADLINE
 
 ID_COLUMNS = ["sample", "modality", "group", "subject", "timepoint", "marker", "status"]
-HEADLINE = {"fluorescence": FLUORESCENCE_HEADLINE}
+HEADLINE = {"fluorescence": FLUORESCENCE_HEADLINE + TIMELAPSE_HEADLINE}
 
 
 def sample_table(sheet: pd.DataFrame, metrics: list[dict]) -> pd.DataFrame:

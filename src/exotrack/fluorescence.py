@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from . import io, qc
+from . import io, qc, tracking
 from .background import background_surface
 from .puncta import detect_puncta
 from .segmentation import segment_nuclei_and_cells
@@ -26,6 +26,12 @@ CELL_COLUMNS = ["cell_id", "frame", "y", "x", "area_um2", "nucleus_area_um2", "e
                 "exosome_integrated", "puncta_count", "exosome_positive", "z", "volume_um3",
                 "nucleus_volume_um3"]
 PUNCTA_COLUMNS = ["spot_id", "frame", "z", "y", "x", "intensity", "cell_id", "snr"]
+TRACK_COLUMNS = ["track_id", "frame", "y", "x", "spot_id", "cell_id", "z"]
+TRACK_SUMMARY_COLUMNS = ["track_id", "start_frame", "n_frames", "mean_speed_um_s", "diffusion_um2_s",
+                         "msd_alpha", "msd_lag_min", "msd_lag_max", "frac_inside_cell", "location"]
+CELL_TRACK_COLUMNS = ["cell_track_id", "start_frame", "n_frames", "mean_speed_um_min", "path_length_um",
+                      "straightness"]
+TIMELAPSE_HEADLINE = ["n_tracks", "median_diffusion_um2_s", "pct_internalised_tracks", "cell_mean_speed_um_min"]
 HEADLINE = ["n_cells", "pct_exosome_positive_cells", "puncta_per_cell_mean",
             "exosome_intensity_per_cell_mean", "n_puncta", "pct_puncta_in_cells"]
 
@@ -38,6 +44,9 @@ DEFAULTS = {
     "spot_diameter_um": 0.5,
     "spot_axial_ratio": 3.0,
     "snr_threshold": 5.5,
+    "track_snr_threshold": 3.5,
+    "min_track_length": 3,
+    "frame_interval_s": None,
     "min_puncta_positive": 1,
     "max_saturated_fraction": 0.05,
 }
@@ -53,6 +62,9 @@ class Result:
     puncta_table: pd.DataFrame
     metrics: dict
     pixel_size_um: tuple
+    tracks: pd.DataFrame | None = None  # time-lapse only
+    track_summary: pd.DataFrame | None = None
+    cell_tracks: pd.DataFrame | None = None
 
 
 def measure_cells(cells: np.ndarray, nuclei: np.ndarray, exosome: np.ndarray, puncta: pd.DataFrame,
@@ -95,24 +107,28 @@ def measure_cells(cells: np.ndarray, nuclei: np.ndarray, exosome: np.ndarray, pu
     return table
 
 
-def analyse_frame(nuclei_image, exosome_image, cell_image=None, *, pixel_size_um, options: dict):
-    """Segment, detect and measure one 2-D or 3-D frame. Returns nuclei, cells and both tables."""
-    nuclei, cells = segment_nuclei_and_cells(
+def segment_frame(nuclei_image, cell_image=None, *, pixel_size_um, options: dict):
+    """Nuclei and cells of one 2-D or 3-D frame (see :func:`segment_nuclei_and_cells`)."""
+    return segment_nuclei_and_cells(
         nuclei_image, cell_image, pixel_size_um=pixel_size_um,
         nucleus_diameter_um=options["nucleus_diameter_um"],
         cell_expansion_um=options["cell_expansion_um"],
         max_cell_radius_um=options["max_cell_radius_um"])
-    puncta = detect_puncta(exosome_image, pixel_size_um=pixel_size_um,
-                           spot_diameter_um=options["spot_diameter_um"],
-                           axial_ratio=options["spot_axial_ratio"],
-                           snr_threshold=options["snr_threshold"],
-                           exclude=_padding(exosome_image))
-    index = [np.clip(np.round(puncta[a].to_numpy()).astype(int), 0, n - 1)
-             for a, n in zip("zyx"[3 - cells.ndim:], cells.shape)]
-    puncta["cell_id"] = cells[tuple(index)] if len(puncta) else np.zeros(0, int)
-    table = measure_cells(cells, nuclei, exosome_image, puncta, pixel_size_um=pixel_size_um,
-                          min_puncta_positive=options["min_puncta_positive"])
-    return nuclei, cells, table, puncta
+
+
+def detect_frame(exosome_image, *, pixel_size_um, options: dict, snr_threshold: float):
+    """Puncta of one 2-D or 3-D frame (see :func:`detect_puncta`)."""
+    return detect_puncta(exosome_image, pixel_size_um=pixel_size_um,
+                         spot_diameter_um=options["spot_diameter_um"],
+                         axial_ratio=options["spot_axial_ratio"],
+                         snr_threshold=snr_threshold, exclude=_padding(exosome_image))
+
+
+def cell_at(labels: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """Label under each row's position (``z, y, x`` columns, nearest pixel)."""
+    index = [np.clip(np.round(table[a].to_numpy()).astype(int), 0, n - 1)
+             for a, n in zip("zyx"[3 - labels.ndim:], labels.shape)]
+    return labels[tuple(index)] if len(table) else np.zeros(0, int)
 
 
 def _padding(image: np.ndarray) -> np.ndarray | None:
@@ -145,48 +161,192 @@ def check_image(data: np.ndarray, *, max_saturated_fraction: float) -> None:
                 f"maximum ({ceiling}); reacquire with a shorter exposure")
 
 
-def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, options: dict) -> Result:
-    """Analyse every frame of a fluorescence image.
+def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, options: dict,
+                  frame_interval_s: float | None = None) -> Result:
+    """Analyse every frame of a fluorescence image; link puncta and cells through a time-lapse.
 
-    ``roles`` maps ``nuclei``, ``exosomes`` and optionally ``cells`` to channel indices.
+    ``roles`` maps ``nuclei``, ``exosomes`` and ``cells`` to channel indices; ``nuclei`` or
+    ``exosomes`` may be missing (a movie of puncta alone, or of nuclei alone), ``cells`` needs
+    ``nuclei``. In a time-lapse a punctum counts if it exceeds ``snr_threshold`` in its frame, or
+    ``track_snr_threshold`` in at least ``min_track_length`` consecutive linked frames: noise
+    does not persist, so a dim spot that does is real.
     """
     options = {**DEFAULTS, **options}
     data = image.data
-    is_3d = image.is_3d
+    is_3d, movie = image.is_3d, image.n_frames > 1
     spatial = tuple(pixel_size_um) if is_3d else tuple(pixel_size_um[1:])
-    nuclei_stack, cell_stack, cell_tables, puncta_tables = [], [], [], []
-    for frame in range(image.n_frames):
-        def plane(role):
-            if role not in roles:
-                return None
-            stack = data[frame, roles[role]]
-            return stack if is_3d else stack[0]
+    threshold = min(options["snr_threshold"], options["track_snr_threshold"]) if movie else options["snr_threshold"]
 
+    def plane(frame, role):
+        if role not in roles:
+            return None
+        stack = data[frame, roles[role]]
+        return stack if is_3d else stack[0]
+
+    shape = data.shape[2:] if is_3d else data.shape[3:]
+    nuclei_stack, cell_stack, puncta_tables = [], [], []
+    for frame in range(image.n_frames):
         for role, index in roles.items():
             try:
                 check_image(data[frame, index], max_saturated_fraction=options["max_saturated_fraction"])
             except io.InputError as exc:
                 raise io.InputError(f"{role} channel {image.channel_names[index]!r}: {exc}") from None
-        nuclei, cells, table, puncta = analyse_frame(
-            plane("nuclei"), plane("exosomes"), plane("cells"), pixel_size_um=spatial, options=options)
-        table.insert(1, "frame", frame)
+        if "nuclei" in roles:
+            nuclei, cells = segment_frame(plane(frame, "nuclei"), plane(frame, "cells"),
+                                          pixel_size_um=spatial, options=options)
+        else:
+            nuclei = cells = np.zeros(shape, np.int32)
+        if "exosomes" in roles:
+            puncta = detect_frame(plane(frame, "exosomes"), pixel_size_um=spatial, options=options,
+                                  snr_threshold=threshold)
+        else:
+            puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr")})
+        puncta["cell_id"] = cell_at(cells, puncta) if "nuclei" in roles else np.nan
         puncta.insert(0, "frame", frame)
         nuclei_stack.append(nuclei if is_3d else nuclei[None])
         cell_stack.append(cells if is_3d else cells[None])
-        cell_tables.append(table)
         puncta_tables.append(puncta)
-    cell_table = pd.concat(cell_tables, ignore_index=True)[CELL_COLUMNS]
     puncta_table = pd.concat(puncta_tables, ignore_index=True)
+    tracks = track_summary = cell_tracks = None
+    if movie and "exosomes" in roles:
+        if frame_interval_s is None:
+            raise io.InputError("the file does not state its frame interval; set "
+                                "fluorescence.frame_interval_s in the config")
+        puncta_table, tracks, track_summary = _track_puncta(
+            puncta_table, np.stack(cell_stack), spatial=spatial, frame_interval_s=frame_interval_s,
+            options=options, with_cells="nuclei" in roles)
     puncta_table.insert(0, "spot_id", np.arange(1, len(puncta_table) + 1))
-    puncta_table = puncta_table[PUNCTA_COLUMNS]
+    if tracks is not None:  # one row per kept punctum, in the same order
+        tracks = tracks.assign(spot_id=puncta_table["spot_id"].to_numpy())[TRACK_COLUMNS]
+
+    cell_tables = []
+    if "nuclei" in roles:
+        for frame in range(image.n_frames):
+            cells = cell_stack[frame] if is_3d else cell_stack[frame][0]
+            nuclei = nuclei_stack[frame] if is_3d else nuclei_stack[frame][0]
+            exosome = plane(frame, "exosomes")
+            table = measure_cells(cells, nuclei, exosome if exosome is not None else np.zeros(cells.shape),
+                                  puncta_table[puncta_table["frame"] == frame],
+                                  pixel_size_um=spatial, min_puncta_positive=options["min_puncta_positive"])
+            if exosome is None:
+                table[["exosome_mean", "exosome_integrated", "puncta_count", "exosome_positive"]] = np.nan
+            table.insert(1, "frame", frame)
+            cell_tables.append(table)
+    cell_table = pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame(columns=CELL_COLUMNS)
+    cell_table = cell_table.reindex(columns=CELL_COLUMNS)
+    if movie and "nuclei" in roles:
+        if frame_interval_s is None:
+            raise io.InputError("the file does not state its frame interval; set "
+                                "fluorescence.frame_interval_s in the config")
+        cell_table, cell_tracks = _track_cells(cell_table, spatial=spatial, frame_interval_s=frame_interval_s)
+    metrics = headline_metrics(cell_table, puncta_table[PUNCTA_COLUMNS], n_frames=image.n_frames)
+    for role, names in (("nuclei", ["n_cells", "pct_exosome_positive_cells", "puncta_per_cell_mean",
+                                    "exosome_intensity_per_cell_mean", "pct_puncta_in_cells"]),
+                        ("exosomes", ["n_puncta", "pct_exosome_positive_cells", "puncta_per_cell_mean",
+                                      "exosome_intensity_per_cell_mean", "pct_puncta_in_cells"])):
+        if role not in roles:  # not measured, rather than zero
+            metrics.update(dict.fromkeys(names, np.nan))
+    if movie:
+        metrics.update(timelapse_metrics(track_summary, cell_tracks))
     return Result(nuclei=np.stack(nuclei_stack), cells=np.stack(cell_stack), cell_table=cell_table,
-                  puncta_table=puncta_table, metrics=headline_metrics(cell_table, puncta_table),
-                  pixel_size_um=tuple(pixel_size_um))
+                  puncta_table=puncta_table[PUNCTA_COLUMNS], metrics=metrics,
+                  pixel_size_um=tuple(pixel_size_um), tracks=tracks, track_summary=track_summary,
+                  cell_tracks=cell_tracks)
 
 
-def headline_metrics(cells: pd.DataFrame, puncta: pd.DataFrame) -> dict:
+def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cells):
+    """Link puncta, keep the real ones, summarise each track's motion and where it lives."""
+    columns = ["z", "y", "x"] if len(spatial) == 3 else ["y", "x"]
+    # Confident detections are linked on their own, so that dim ones cannot corrupt their tracks;
+    # dim detections form tracks of their own, kept where they persist (noise does not).
+    snr = puncta["snr"].to_numpy(float)
+    confident = snr >= options["snr_threshold"]
+    track_id = np.zeros(len(puncta), int)
+    track_id[confident], _ = tracking.link(puncta[confident], columns=columns)
+    dim_id, _ = tracking.link(puncta[~confident], columns=columns)
+    track_id[~confident] = dim_id + track_id.max(initial=0)
+    length = np.bincount(track_id)[track_id] if len(track_id) else np.zeros(0, int)
+    keep = confident | (length >= options["min_track_length"])
+    puncta = puncta[keep].reset_index(drop=True)
+    _, track_id = np.unique(track_id[keep], return_inverse=True)
+    track_id += 1
+    scale = np.array(spatial)
+    state = np.full(len(puncta), "outside", dtype=object)
+    if with_cells:
+        state = _where(puncta, cells, scale)
+    tracks = pd.DataFrame({"track_id": track_id, "frame": puncta["frame"].to_numpy(),
+                           "z": puncta["z"].to_numpy(), "y": puncta["y"].to_numpy(),
+                           "x": puncta["x"].to_numpy(),
+                           "cell_id": puncta["cell_id"].to_numpy(), "where": state})
+    rows = []
+    for tid, block in tracks.groupby("track_id", sort=True):
+        frames = block["frame"].to_numpy()
+        positions = block[columns].to_numpy(float) * scale[-len(columns):]
+        summary = {"track_id": tid, "start_frame": int(frames.min()), "n_frames": len(frames),
+                   **tracking.motion_summary(frames, positions, frame_interval_s=frame_interval_s)}
+        if with_cells:
+            inside = (block["where"] == "inside").mean()
+            summary["frac_inside_cell"] = float(inside)
+            summary["location"] = block["where"].mode().iloc[0]
+        else:
+            summary["frac_inside_cell"], summary["location"] = np.nan, ""
+        rows.append(summary)
+    summary = pd.DataFrame(rows, columns=TRACK_SUMMARY_COLUMNS)
+    if not with_cells:
+        tracks["cell_id"] = np.nan
+    return puncta, tracks.drop(columns="where"), summary
+
+
+def _where(puncta, cells, scale):
+    """Per punctum: ``inside`` a cell, ``at_cell`` (within 1 µm of a cell's edge, either side)
+    or ``outside``."""
+    state = np.full(len(puncta), "outside", dtype=object)
+    for frame, block in puncta.groupby("frame"):
+        labels = cells[frame] if cells.shape[1] > 1 else cells[frame, 0]
+        inside_depth = ndi.distance_transform_edt(labels > 0, sampling=scale)
+        outside_gap = ndi.distance_transform_edt(labels == 0, sampling=scale)
+        depth, gap = cell_at(inside_depth, block), cell_at(outside_gap, block)
+        in_cell = block["cell_id"].to_numpy() > 0
+        here = np.where(in_cell & (depth > 1.0), "inside",
+                        np.where((in_cell & (depth <= 1.0)) | (~in_cell & (gap <= 1.0)), "at_cell", "outside"))
+        state[block.index.to_numpy()] = here
+    return state
+
+
+def _track_cells(cell_table, *, spatial, frame_interval_s):
+    """Link cells (by their centroids) through time; per-track migration measures."""
+    columns = ["z", "y", "x"] if len(spatial) == 3 else ["y", "x"]
+    if cell_table.empty:
+        return cell_table.assign(cell_track_id=pd.Series(dtype=int)), pd.DataFrame(columns=CELL_TRACK_COLUMNS)
+    track_id, _ = tracking.link(cell_table, columns=columns)
+    cell_table = cell_table.assign(cell_track_id=track_id)
+    scale = np.array(spatial)[-len(columns):]
+    rows = []
+    for tid, block in cell_table.groupby("cell_track_id", sort=True):
+        frames = block["frame"].to_numpy()
+        summary = tracking.path_summary(frames, block[columns].to_numpy() * scale, frame_interval_s=frame_interval_s)
+        rows.append({"cell_track_id": tid, "start_frame": int(frames.min()), "n_frames": len(frames), **summary})
+    return cell_table, pd.DataFrame(rows, columns=CELL_TRACK_COLUMNS)
+
+
+def timelapse_metrics(track_summary, cell_tracks) -> dict:
+    """Per-sample movie headline: tracks, their median diffusion coefficient, the percentage of
+    tracks that live inside cells, and how fast cells migrate (tracks of 5 frames or more)."""
+    out = dict.fromkeys(TIMELAPSE_HEADLINE, np.nan)
+    if track_summary is not None and len(track_summary):
+        out["n_tracks"] = len(track_summary)
+        out["median_diffusion_um2_s"] = float(track_summary["diffusion_um2_s"].median())
+        located = track_summary["location"].astype(str)
+        if (located != "").any():
+            out["pct_internalised_tracks"] = 100 * float((located == "inside").mean())
+    if cell_tracks is not None and len(cell_tracks):
+        long = cell_tracks[cell_tracks["n_frames"] >= 5]
+        out["cell_mean_speed_um_min"] = float(long["mean_speed_um_min"].mean()) if len(long) else np.nan
+    return out
+
+
+def headline_metrics(cells: pd.DataFrame, puncta: pd.DataFrame, *, n_frames: int = 1) -> dict:
     """Per-sample summary; with several frames, per-frame values are averaged."""
-    n_frames = max(int(cells["frame"].max()) + 1, 1) if len(cells) else 1
     n_cells = len(cells) / n_frames
     with np.errstate(invalid="ignore"):
         return {
@@ -201,10 +361,12 @@ def headline_metrics(cells: pd.DataFrame, puncta: pd.DataFrame) -> dict:
 
 def resolve_roles(image: io.Image, mapping: dict) -> dict[str, int]:
     """Channel indices for each role named in ``mapping`` (names or indices)."""
-    missing = [r for r in ("nuclei", "exosomes") if not mapping.get(r) and mapping.get(r) != 0]
-    if missing:
-        raise io.InputError("no channel given for " + " and ".join(missing)
-                            + " (set fluorescence.channels in the config or the sheet's channels column)")
+    given = {role for role, key in mapping.items() if key is not None and key != ""}
+    if not given & {"nuclei", "exosomes"}:
+        raise io.InputError("no channel given for nuclei or exosomes (set fluorescence.channels in "
+                            "the config or the sheet's channels column)")
+    if "cells" in given and "nuclei" not in given:
+        raise io.InputError("a cells channel needs a nuclei channel: cells are grown from nuclei")
     roles = {role: io.resolve_channel(image, key, role=role)
              for role, key in mapping.items() if key is not None and key != ""}
     return roles
@@ -230,8 +392,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
                    pixel_size_um=None, axes: str | None = None) -> dict:
     """Read, analyse and write one fluorescence sample.
 
-    ``outputs`` maps ``cells``, ``puncta``, ``labels``, ``nuclei``, ``metrics`` and ``qc`` to paths.
-    Whatever goes wrong, every output is written: on failure the tables are empty, the label
+    ``outputs`` maps ``cells``, ``puncta``, ``labels``, ``nuclei``, ``metrics`` and ``qc`` to paths,
+    and for a time-lapse also ``tracks``, ``track_summary`` and ``cell_tracks``. Whatever goes wrong, every output is written: on failure the tables are empty, the label
     images are empty, the QC image states the error, and ``metrics`` carries ``status`` with the
     reason, so other samples and the aggregate tables go on.
     """
@@ -242,7 +404,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
         mapping = parse_channels(channels) or options["channels"]
         roles = resolve_roles(image, mapping)
         size = resolve_pixel_size(image, parse_pixel_size(pixel_size_um), options["pixel_size_um"])
-        result = analyse_image(image, roles=roles, pixel_size_um=size, options=options)
+        interval = image.frame_interval_s or options["frame_interval_s"]
+        result = analyse_image(image, roles=roles, pixel_size_um=size, options=options, frame_interval_s=interval)
     except io.InputError as exc:
         return _write_failure(sample, str(exc), outputs)
     except Exception as exc:  # a bug or an unforeseen input: record it, keep the run going
@@ -256,9 +419,13 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
     io.write_tiff(squeeze(spatial(result.nuclei)), outputs["nuclei"], axes=axes_out, pixel_size_um=result.pixel_size_um)
     io.write_table(result.cell_table, outputs["cells"])
     io.write_table(result.puncta_table, outputs["puncta"])
+    for key, table, columns in _track_outputs(result):
+        if key in outputs:
+            io.write_table(table if table is not None else pd.DataFrame(columns=columns), outputs[key])
     composite = {role: image.data[0, index] for role, index in roles.items()}
     io.write_png(qc.fluorescence_overlay(composite, result.cells[0], result.nuclei[0],
                                          result.puncta_table[result.puncta_table["frame"] == 0],
+                                         tracks=result.tracks,
                                          title=_qc_title(sample, result.metrics)), outputs["qc"])
     metrics = {"sample": sample, "status": "ok", **result.metrics,
                "channels": {role: image.channel_names[i] for role, i in roles.items()},
@@ -267,16 +434,29 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
     return metrics
 
 
+def _track_outputs(result: Result | None):
+    """(output key, table or None, columns) of the time-lapse tables."""
+    return [("tracks", result and result.tracks, TRACK_COLUMNS),
+            ("track_summary", result and result.track_summary, TRACK_SUMMARY_COLUMNS),
+            ("cell_tracks", result and result.cell_tracks, CELL_TRACK_COLUMNS)]
+
+
 def _qc_title(sample, metrics):
-    return (f"{sample}: {metrics['n_cells']:.0f} cells, {metrics['n_puncta']:.0f} puncta, "
-            f"{metrics['pct_exosome_positive_cells']:.0f}% positive, "
-            f"{metrics['puncta_per_cell_mean']:.1f} puncta/cell")
+    title = (f"{sample}: {metrics['n_cells']:.0f} cells, {metrics['n_puncta']:.0f} puncta, "
+             f"{metrics['pct_exosome_positive_cells']:.0f}% positive, "
+             f"{metrics['puncta_per_cell_mean']:.1f} puncta/cell")
+    if "n_tracks" in metrics:
+        title += f", {metrics['n_tracks']:.0f} tracks (frame 1 shown, tracks drawn)"
+    return title.replace("nan", "-")
 
 
 def _write_failure(sample: str, reason: str, outputs: dict) -> dict:
     log.error("sample %s: %s", sample, reason)
     io.write_table(pd.DataFrame(columns=CELL_COLUMNS), outputs["cells"])
     io.write_table(pd.DataFrame(columns=PUNCTA_COLUMNS), outputs["puncta"])
+    for key, _, columns in _track_outputs(None):
+        if key in outputs:
+            io.write_table(pd.DataFrame(columns=columns), outputs[key])
     empty = np.zeros((0, 0), np.int32)
     io.write_tiff(empty, outputs["labels"])
     io.write_tiff(empty, outputs["nuclei"])

@@ -45,6 +45,7 @@ class Image:
     channel_names: list[str]
     pixel_size_um: tuple[float | None, float | None, float | None] = (None, None, None)
     source_axes: str = ""
+    frame_interval_s: float | None = None
 
     @property
     def n_frames(self) -> int:
@@ -95,18 +96,24 @@ def _to_tczyx(data: np.ndarray, axes: str) -> np.ndarray:
     return np.transpose(data, [axes.index(letter) for letter in AXES])
 
 
-def _ome_metadata(xml: str) -> tuple[list[str], tuple]:
+_UNIT_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "min": 60.0,
+           "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
+
+
+def _ome_metadata(xml: str) -> tuple[list[str], tuple, float | None]:
     root = ET.fromstring(xml)
     pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
     if pixels is None:
-        return [], (None, None, None)
+        return [], (None, None, None), None
     names = [ch.get("Name") or ch.get("ID") or "" for ch in pixels if ch.tag.endswith("Channel")]
     sizes = []
     for axis in "ZYX":
         value = pixels.get(f"PhysicalSize{axis}")
         unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
         sizes.append(float(value) * _UNIT_UM.get(unit, 1.0) if value else None)
-    return names, tuple(sizes)
+    step = pixels.get("TimeIncrement")
+    interval = float(step) * _UNIT_S.get(pixels.get("TimeIncrementUnit", "s"), 1.0) if step else None
+    return names, tuple(sizes), interval
 
 
 def _resolution_um(page, unit_um: float | None) -> float | None:
@@ -149,8 +156,9 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
             file_axes = series.axes
             names: list[str] = []
             sizes: tuple = (None, None, None)
+            interval = None
             if tif.is_ome:
-                names, sizes = _ome_metadata(tif.ome_metadata)
+                names, sizes, interval = _ome_metadata(tif.ome_metadata)
             elif tif.is_imagej:
                 meta = tif.imagej_metadata or {}
                 unit = str(meta.get("unit", "")).strip().lower()
@@ -158,6 +166,8 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
                 xy = _resolution_um(tif.pages[0], unit_um if unit_um is not None else 1.0)
                 z = meta.get("spacing")
                 sizes = (float(z) * (unit_um or 1.0) if z else None, xy, xy)
+                if meta.get("finterval"):
+                    interval = float(meta["finterval"]) * _UNIT_S.get(str(meta.get("tunit", "s")).lower(), 1.0)
                 labels = meta.get("Labels")
                 n_c = int(meta.get("channels", 1))
                 if isinstance(labels, list) and len(labels) == n_c and n_c > 1:
@@ -174,7 +184,20 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
     n_c = data.shape[1]
     if len(names) != n_c:
         names = [str(i) for i in range(n_c)]
-    return Image(data=data, channel_names=names, pixel_size_um=sizes, source_axes=file_axes)
+    return Image(data=data, channel_names=names, pixel_size_um=sizes, source_axes=file_axes,
+                 frame_interval_s=interval)
+
+
+def count_frames(path, *, axes: str | None = None) -> int:
+    """Number of time points of an image, from its header alone (0 if it cannot be read: the
+    analysis will say why)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            letters = _normalise_axes(series.axes, axes)
+            return int(series.shape[letters.index("T")]) if "T" in letters else 1
+    except Exception:
+        return 0
 
 
 def resolve_channel(image: Image, key: str | int, *, role: str) -> int:

@@ -173,7 +173,7 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
     amplitudes = np.zeros(0)
     noise = _noise_map(image, tile, _filter_gain(tuple(sigma)))
     if noise is None:
-        return pd.DataFrame(columns=PUNCTA_COLUMNS)
+        return _empty()
     residual = response
     for _ in range(_ROUNDS):
         found = _maxima_above(residual, noise, tile, snr_threshold, sigma, exclude)
@@ -188,7 +188,7 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
         residual = model.subtract(response, positions, amplitudes)
         positions = _refine(residual, peaks, positions, amplitudes, model)
     if len(positions) == 0:
-        return pd.DataFrame(columns=PUNCTA_COLUMNS)
+        return _empty()
     amplitudes = _solve_amplitudes(response, peaks, positions, model)
 
     local_noise = noise[tuple(p // t for p, t in zip(peaks.T, tile))]
@@ -201,6 +201,10 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
         "intensity": amplitudes / model.peak,
         "snr": amplitudes / local_noise,
     })
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({c: np.zeros(0) for c in PUNCTA_COLUMNS})
 
 
 def _noise_map(image, tile, gain):

@@ -34,11 +34,12 @@ def _header(rgb: np.ndarray, title: str) -> np.ndarray:
 
 
 def fluorescence_overlay(channels: dict[str, np.ndarray], cells: np.ndarray, nuclei: np.ndarray,
-                         puncta, *, title: str = "") -> np.ndarray:
+                         puncta, *, tracks=None, title: str = "") -> np.ndarray:
     """RGB overlay of one frame (3-D stacks as maximum projections).
 
     Channels by role (``nuclei`` blue, ``exosomes`` red, ``cells`` grey), cell outlines in green,
-    nucleus outlines in light blue, puncta as cyan rings inside cells and yellow rings outside.
+    nucleus outlines in light blue, puncta as cyan rings inside cells and yellow rings outside,
+    and, for a time-lapse, every track's path as a magenta line.
     """
     cells2d, nuclei2d = _project(cells), _project(nuclei)
     factor = max(1, int(np.ceil(max(cells2d.shape) / _MAX_SIDE)))
@@ -56,9 +57,15 @@ def fluorescence_overlay(channels: dict[str, np.ndarray], cells: np.ndarray, nuc
     rgb[find_boundaries(cells2d, mode="inner")] = (0.2, 1.0, 0.2)
     image = Image.fromarray((rgb * 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
+    if tracks is not None:
+        for _, path in tracks.groupby("track_id"):
+            if len(path) > 1:
+                path = path.sort_values("frame")
+                points = list(zip(path["x"] / factor, path["y"] / factor))
+                draw.line(points, fill=(255, 80, 255), width=1)
     r = 3
     for y, x, cell in zip(puncta["y"] / factor, puncta["x"] / factor, puncta["cell_id"]):
-        colour = (0, 255, 255) if cell > 0 else (255, 230, 0)
+        colour = (0, 255, 255) if cell > 0 else (255, 230, 0)  # NaN (no cells) counts as outside
         draw.ellipse((x - r, y - r, x + r, y + r), outline=colour)
     return _header(np.asarray(image), title)
 
