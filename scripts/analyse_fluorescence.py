@@ -1,4 +1,4 @@
-"""Snakemake entry point: one fluorescence sample."""
+"""Snakemake entry point: one fluorescence sample (a still or a time-lapse)."""
 import logging
 
 from exotrack.fluorescence import process_sample

@@ -243,8 +243,9 @@ def _camera(rng, photons):
     return np.clip(np.round(adu), 0, 65535).astype(np.uint16)
 
 
-def write_ome_tiff(path, image: np.ndarray, *, axes: str, channel_names, pixel_size_um) -> None:
-    """Write an OME-TIFF with channel names and physical pixel sizes."""
+def write_ome_tiff(path, image: np.ndarray, *, axes: str, channel_names, pixel_size_um,
+                   frame_interval_s: float | None = None) -> None:
+    """Write an OME-TIFF with channel names, physical pixel sizes and the frame interval."""
     metadata = {
         "axes": axes,
         "Channel": {"Name": list(channel_names)},
@@ -253,6 +254,8 @@ def write_ome_tiff(path, image: np.ndarray, *, axes: str, channel_names, pixel_s
     }
     if "Z" in axes:
         metadata.update(PhysicalSizeZ=pixel_size_um[0], PhysicalSizeZUnit="µm")
+    if frame_interval_s is not None:
+        metadata.update(TimeIncrement=frame_interval_s, TimeIncrementUnit="s")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(path, image, ome=True, metadata=metadata, compression="zlib")
 
@@ -271,11 +274,19 @@ _DEMO_WELLS = [
 ]
 
 
+# (sample, group, ISBI SNR, with cells?)
+_DEMO_MOVIES = [
+    ("live_w1", "exosome_live", 4.0, True),
+    ("live_w2", "exosome_live", 7.0, False),
+]
+
+
 def write_demo(directory, *, seed: int = 0) -> Path:
     """Write the demo study into ``directory`` and return the path of its sample sheet.
 
     Eight 2-D wells (PBS and exosome-treated, four each, with different uptake across the exosome
-    wells; one well per group analysed without its cell stain) and one 3-D stack, each as a real file with
+    wells; one well per group analysed without its cell stain), one 3-D stack and two
+    time-lapses (one over cells at SNR 4, one of the CD63 channel alone at SNR 7), each as a real file with
     metadata, and the ground truth of every object under ``truth/<sample>/``.
     """
     directory = Path(directory)
@@ -302,6 +313,27 @@ def write_demo(directory, *, seed: int = 0) -> Path:
         rows.append({"sample": sample, "modality": "fluorescence", "group": group,
                      "subject": sample, "timepoint": 24, "marker": "CD63-RFP",
                      "channels": channels, "path": rel.as_posix()})
+    for index, (sample, group, snr, with_cells) in enumerate(_DEMO_MOVIES, start=len(_DEMO_WELLS)):
+        cells = simulate_uptake_field(shape=(256, 256), n_cells=4, puncta_per_cell=0,
+                                      seed=seed * 1000 + index) if with_cells else None
+        movie = simulate_movie(shape=(256, 256), n_frames=40, n_particles=40, snr=snr, cells=cells,
+                               bleach_per_frame=0.005, seed=seed * 1000 + index)
+        names = ["Hoechst", "CellMask", "CD63-RFP"] if with_cells else ["CD63-RFP"]
+        rel = Path("images") / group / f"{sample}.ome.tif"
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_ome_tiff(target, movie.image, axes="TCYX", channel_names=names,
+                       pixel_size_um=(1.0, movie.pixel_size_um, movie.pixel_size_um),
+                       frame_interval_s=movie.frame_interval_s)
+        truth = directory / "truth" / sample
+        truth.mkdir(parents=True, exist_ok=True)
+        movie.tracks.to_csv(truth / "tracks.csv", index=False)
+        if cells is not None:
+            tifffile.imwrite(truth / "cells.tif", cells.cells, compression="zlib")
+            tifffile.imwrite(truth / "nuclei.tif", cells.nuclei, compression="zlib")
+        rows.append({"sample": sample, "modality": "fluorescence", "group": group, "subject": sample,
+                     "timepoint": 24, "marker": "CD63-RFP", "path": rel.as_posix(),
+                     "channels": "" if with_cells else "exosomes=CD63-RFP"})
     sheet = directory / "samples.tsv"
     pd.DataFrame(rows).to_csv(sheet, sep="\t", index=False)
     return sheet

@@ -44,7 +44,7 @@ DEFAULTS = {
     "spot_diameter_um": 0.5,
     "spot_axial_ratio": 3.0,
     "snr_threshold": 5.5,
-    "track_snr_threshold": 3.5,
+    "track_snr_threshold": 5.5,
     "min_track_length": 3,
     "frame_interval_s": None,
     "min_puncta_positive": 1,
@@ -168,8 +168,9 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     ``roles`` maps ``nuclei``, ``exosomes`` and ``cells`` to channel indices; ``nuclei`` or
     ``exosomes`` may be missing (a movie of puncta alone, or of nuclei alone), ``cells`` needs
     ``nuclei``. In a time-lapse a punctum counts if it exceeds ``snr_threshold`` in its frame, or
-    ``track_snr_threshold`` in at least ``min_track_length`` consecutive linked frames: noise
-    does not persist, so a dim spot that does is real.
+    if it exceeds ``track_snr_threshold`` and links with other such dim detections into a track
+    of at least ``min_track_length`` frames: noise does not persist, so a dim spot that does is
+    real.
     """
     options = {**DEFAULTS, **options}
     data = image.data

@@ -9,8 +9,8 @@ cheaper. The assignments are solved on sparse matrices, so a frame with thousand
 milliseconds and there are no "subnetworks" to blow up.
 
 The search radius and the longest gap default from the data: the radius from the displacements
-of unambiguous nearest-neighbour pairs between frames, the gap from how crowded track starts are
-(the more starts nearby, the shorter a gap can be bridged without false joins).
+of unambiguous nearest-neighbour pairs between frames, the gap from how often detections go
+missing for one frame, bounded by how crowded track starts are.
 """
 
 from __future__ import annotations
@@ -69,11 +69,8 @@ def _candidates(a, b, radius, velocity=None):
     tree = cKDTree(b)
     pairs = []
     for origin in [a] if velocity is None else [a, a + np.nan_to_num(velocity)]:
-        found = tree.query_ball_point(origin, radius)
-        rows = np.repeat(np.arange(len(a)), [len(f) for f in found])
-        cols = np.concatenate(found).astype(int) if len(rows) else np.zeros(0, int)
-        cost = ((b[cols] - origin[rows]) ** 2).sum(1)
-        pairs.append((rows, cols, cost))
+        found = cKDTree(origin).sparse_distance_matrix(tree, radius, output_type="ndarray")
+        pairs.append((found["i"], found["j"], found["v"] ** 2))
     rows, cols, cost = (np.concatenate(p) for p in zip(*pairs))
     if len(rows) and velocity is not None:
         # Keep the cheaper model per pair.
@@ -174,14 +171,8 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
         ends[k] = i
 
     # Gap closing between segment ends and later segment starts.
-    if max_gap is None:
-        area = np.prod(np.ptp(positions, axis=0) + 1)
-        start_density = len(starts) / max(last - first + 1, 1) / area
-        # Expected number of unrelated starts within reach of an end, per bridged frame.
-        crowd = start_density * np.pi * radius ** 2
-        params.max_gap = int(np.clip(np.floor(0.1 / max(crowd, 1e-12)) - 1, 1, _MAX_GAP))
-    else:
-        params.max_gap = int(max_gap)
+    params.max_gap = int(max_gap) if max_gap is not None else _estimate_gap(
+        positions, frames, starts, ends, n_links=int((successor >= 0).sum()), radius=radius)
     parent = np.arange(len(starts))
     if params.max_gap > 0 and len(starts) > 1:
         end_frames, start_frames = frames[ends], frames[starts]
@@ -216,6 +207,29 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
     return rank[track], params
 
 
+def _estimate_gap(positions, frames, starts, ends, *, n_links, radius):
+    """Longest gap worth bridging, from how often detections go missing.
+
+    Segment ends that find a segment start one missed frame later (within reach) estimate the
+    per-frame miss probability q; a gap of k frames then happens with probability q^k, and gaps
+    rarer than 1 % are not bridged, since there a death next to a birth is the likelier story.
+    The bound is tightened further where track starts are so crowded that a bridged gap would
+    often find an unrelated start.
+    """
+    if len(starts) < 2 or n_links == 0:
+        return 1
+    rows, cols, _ = _candidates(positions[ends], positions[starts], radius * np.sqrt(2))
+    one_missed = frames[starts[cols]] - frames[ends[rows]] == 2
+    n_missed = len(np.unique(rows[one_missed]))
+    q = min(max(n_missed / (n_links + n_missed), 1e-3), 0.9)
+    by_misses = int(np.ceil(np.log(0.01) / np.log(q)))
+    area = np.prod(np.ptp(positions, axis=0) + 1)
+    start_density = len(starts) / max(frames.max() - frames.min() + 1, 1) / area
+    crowd = start_density * np.pi * radius ** 2  # unrelated starts within reach, per frame
+    by_crowding = int(np.floor(0.1 / max(crowd, 1e-12))) - 1
+    return int(np.clip(min(by_misses, by_crowding), 1, _MAX_GAP))
+
+
 def msd(frames: np.ndarray, positions: np.ndarray, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
     """Time-averaged mean squared displacement for lags 1..max_lag (frames) of one track,
     skipping missed frames. Returns lags and MSD (NaN where no pair exists)."""
@@ -239,7 +253,7 @@ def motion_summary(frames: np.ndarray, positions_um: np.ndarray, *, frame_interv
     ``diffusion_um2_s`` comes from a straight-line fit MSD = 2 d D t + c over lags 1..4, whose
     intercept absorbs localisation error; ``msd_alpha`` from a log-log fit of the
     offset-corrected MSD over lags 1..max(4, n/4), capped at 10 lags, and the lag range used is
-    reported. Tracks with fewer than 5 points get NaN.
+    reported. Tracks with fewer than 5 points get NaN; ``msd_alpha`` needs 10.
     """
     order = np.argsort(frames)
     frames, positions_um = frames[order], positions_um[order]
@@ -258,7 +272,7 @@ def motion_summary(frames: np.ndarray, positions_um: np.ndarray, *, frame_interv
         out["diffusion_um2_s"] = float(slope / (2 * ndim))
         corrected = values - max(intercept, 0.0)
         good = ok & (corrected > 0)
-        if good.sum() >= 3:
+        if n >= 10 and good.sum() >= 3:
             out["msd_alpha"] = float(np.polyfit(np.log(lags[good]), np.log(corrected[good]), 1)[0])
             out["msd_lag_min"], out["msd_lag_max"] = int(lags[good].min()), int(lags[good].max())
     return out

@@ -3,7 +3,10 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+import re
+
 from exotrack import demo as exo_demo
+from exotrack import io as exo_io
 from exotrack import sheet as exo_sheet
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
@@ -34,6 +37,26 @@ wildcard_constraints:
 
 def samples_of(modality):
     return samples.index[samples["modality"] == modality].tolist()
+
+
+# Time-lapses (T > 1) get the tracking rule; the header says so without reading pixels.
+_FRAMES = {
+    s: exo_io.count_frames(samples.loc[s, "path"], axes=samples.loc[s, "axes"] or None)
+    for s in samples_of("fluorescence")
+}
+
+
+def timelapse_samples():
+    return [s for s, n in _FRAMES.items() if n > 1]
+
+
+def still_samples():
+    return [s for s, n in _FRAMES.items() if n <= 1]
+
+
+def sample_regex(names):
+    """Wildcard constraint matching exactly these sample ids (or nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 def sample_field(column):

@@ -2,6 +2,8 @@
 
 
 rule analyse_fluorescence:
+    wildcard_constraints:
+        sample=sample_regex(still_samples()),
     input:
         image=sample_field("path"),
     output:

@@ -1,0 +1,30 @@
+# Time-lapses: the same analysis, plus puncta and cells linked through time.
+
+
+use rule analyse_fluorescence as track_fluorescence with:
+    wildcard_constraints:
+        sample=sample_regex(timelapse_samples()),
+    output:
+        cells=f"{RESULTS}/fluorescence/{{sample}}/cells.csv",
+        puncta=f"{RESULTS}/fluorescence/{{sample}}/puncta.csv",
+        labels=f"{RESULTS}/fluorescence/{{sample}}/labels.tif",
+        nuclei=f"{RESULTS}/fluorescence/{{sample}}/nuclei.tif",
+        metrics=f"{RESULTS}/fluorescence/{{sample}}/metrics.json",
+        tracks=f"{RESULTS}/fluorescence/{{sample}}/tracks.csv",
+        track_summary=f"{RESULTS}/fluorescence/{{sample}}/track_summary.csv",
+        cell_tracks=f"{RESULTS}/fluorescence/{{sample}}/cell_tracks.csv",
+        qc=report(
+            f"{RESULTS}/qc/{{sample}}.png",
+            caption="../report/qc_fluorescence.rst",
+            category="QC",
+            subcategory="time-lapse",
+            labels={"sample": "{sample}"},
+        ),
+    log:
+        "logs/track_fluorescence/{sample}.log",
+    benchmark:
+        "logs/benchmark/track_fluorescence/{sample}.tsv"
+    resources:
+        # A movie holds every frame's labels as well as the pixels.
+        mem_mb=lambda wildcards, input, attempt: int(1000 + 60 * input.size_mb * attempt),
+        runtime=lambda wildcards, input, attempt: int(10 + input.size_mb) * attempt,
