@@ -107,7 +107,9 @@ def diffusion_error(result, m):
             owner.setdefault(block["track_id"].iloc[i], []).append(t["track_id"].iloc[j])
     keep = [tid for tid, owners in owner.items()
             if len(owners) >= 20 and pd.Series(owners).mode().iloc[0] in brownian]
-    chosen = summary.set_index("track_id").loc[keep]
+    chosen = summary.set_index("track_id").loc[keep].dropna(subset=["diffusion_um2_s"])
+    if chosen.empty:
+        return np.nan, true_d
     # Ensemble estimate: per-track estimates weighted by track length.
     d = np.average(chosen["diffusion_um2_s"], weights=chosen["n_frames"])
     return d, true_d

@@ -1,0 +1,133 @@
+"""Linking and motion analysis against known tracks."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from exotrack import io
+from exotrack.demo import simulate_movie
+from exotrack.evaluate import match_points, tracking_scores
+from exotrack.fluorescence import analyse_image
+from exotrack.tracking import link, motion_summary, path_summary
+
+
+def _table(tracks):
+    rows = [{"track_id": i + 1, "frame": f, "y": p[0], "x": p[1]}
+            for i, track in enumerate(tracks) for f, p in track]
+    return pd.DataFrame(rows)
+
+
+def test_linking_true_detections_recovers_the_tracks():
+    movie = simulate_movie(n_frames=50, n_particles=60, snr=7, seed=3)
+    truth = movie.tracks[movie.tracks["visible"]].reset_index(drop=True)
+    ids, params = link(truth)
+    scores = tracking_scores(truth, truth.assign(track_id=ids))
+    assert scores["alpha"] >= 0.93 and scores["beta"] >= 0.9
+    assert 3 < params.max_distance < 8 and 1 <= params.max_gap <= 3
+
+
+def test_gaps_are_bridged():
+    rng = np.random.default_rng(0)
+    path = np.cumsum(rng.normal(0, 1, (30, 2)), axis=0) + 100
+    frames = [f for f in range(30) if f not in (7, 15, 16)]  # one and two missed frames
+    other = [(f, (20 + f, 20.0)) for f in range(30)]
+    table = _table([[(f, path[f]) for f in frames], other])
+    ids, _ = link(table, max_distance=5, max_gap=2)
+    assert len(set(ids[table["track_id"] == 1])) == 1
+    assert len(set(ids)) == 2
+
+
+def test_directed_motion_keeps_identities_through_a_crossing():
+    steps = np.arange(20)[:, None]
+    a = np.array([50.0, 10.0]) + steps * np.array([0.0, 4.0])  # moving right
+    b = np.array([10.0, 50.0]) + steps * np.array([4.0, 0.0])  # moving down, crossing a
+    table = _table([[(f, a[f]) for f in range(20)], [(f, b[f]) for f in range(20)]])
+    ids, _ = link(table, max_distance=6, max_gap=1)
+    assert tracking_scores(table, table.assign(track_id=ids))["alpha"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("d_um2_s", [0.01, 0.05])
+def test_diffusion_coefficient_and_exponent(d_um2_s):
+    rng = np.random.default_rng(1)
+    dt, n = 0.5, 400
+    steps = rng.normal(0, np.sqrt(2 * d_um2_s * dt), (n, 2))
+    positions = np.cumsum(steps, axis=0) + rng.normal(0, 0.03, (n, 2))  # 30 nm localisation error
+    summary = motion_summary(np.arange(n), positions, frame_interval_s=dt)
+    assert summary["diffusion_um2_s"] == pytest.approx(d_um2_s, rel=0.1)
+    assert summary["msd_alpha"] == pytest.approx(1.0, abs=0.15)
+    assert (summary["msd_lag_min"], summary["msd_lag_max"]) == (1, 10)
+    directed = np.arange(100)[:, None] * np.array([0.2, 0.1]) + rng.normal(0, 0.02, (100, 2))
+    assert motion_summary(np.arange(100), directed, frame_interval_s=dt)["msd_alpha"] > 1.8
+
+
+def test_path_measures_of_a_migrating_cell():
+    frames = np.arange(11)
+    straight = np.column_stack([frames * 3.0, np.zeros(11)])
+    out = path_summary(frames, straight, frame_interval_s=60)
+    assert out["straightness"] == pytest.approx(1.0)
+    assert out["mean_speed_um_min"] == pytest.approx(3.0)
+    assert out["path_length_um"] == pytest.approx(30.0)
+    zigzag = np.column_stack([frames * 3.0, (frames % 2) * 3.0])
+    assert path_summary(frames, zigzag, frame_interval_s=60)["straightness"] < 0.8
+
+
+def test_isbi_measures_penalise_what_they_should():
+    movie = simulate_movie(n_frames=30, n_particles=30, snr=7, seed=4)
+    truth = movie.tracks[movie.tracks["visible"]].reset_index(drop=True)
+    assert tracking_scores(truth, truth) == {"alpha": 1.0, "beta": 1.0, "jaccard_detections": 1.0,
+                                             "jaccard_tracks": 1.0}
+    shifted = truth.assign(y=truth["y"] + 1.0)  # localisation error of one pixel
+    assert tracking_scores(truth, shifted)["alpha"] == pytest.approx(0.8)
+    spurious = pd.concat([truth, pd.DataFrame({"track_id": 10_000, "frame": range(30), "y": 5.0, "x": 5.0})])
+    scores = tracking_scores(truth, spurious)
+    assert scores["alpha"] == pytest.approx(1.0) and scores["beta"] < 1.0
+    broken = truth.assign(track_id=truth["track_id"] * 1000 + (truth["frame"] >= 15))
+    assert tracking_scores(truth, broken)["alpha"] < 0.8
+
+
+def test_dense_frames_link_without_blowing_up():
+    rng = np.random.default_rng(5)
+    walk = rng.uniform(0, 2000, (3000, 2)) + np.cumsum(rng.normal(0, 1.0, (10, 3000, 2)), axis=0)
+    frames = list(walk)
+    table = pd.DataFrame([{"track_id": i + 1, "frame": t, "y": p[0], "x": p[1]}
+                          for t, pts in enumerate(frames) for i, p in enumerate(pts)])
+    ids, _ = link(table)
+    assert tracking_scores(table, table.assign(track_id=ids))["alpha"] > 0.95
+
+
+def _analyse(movie, **options):
+    size = (1.0, movie.pixel_size_um, movie.pixel_size_um)
+    image = io.Image(data=movie.image[:, -1:, None], channel_names=["CD63-RFP"], pixel_size_um=size)
+    return analyse_image(image, roles={"exosomes": 0}, pixel_size_um=size, options=options,
+                         frame_interval_s=movie.frame_interval_s)
+
+
+def test_movie_of_puncta_alone_is_tracked_with_empty_cell_columns():
+    movie = simulate_movie(n_frames=40, n_particles=40, snr=4, seed=6)
+    result = _analyse(movie)
+    truth = movie.tracks[movie.tracks["visible"]]
+    assert tracking_scores(truth, result.tracks)["alpha"] >= 0.85
+    assert result.tracks["cell_id"].isna().all() and np.isnan(result.metrics["n_cells"])
+    assert result.metrics["n_tracks"] > 0
+
+
+def test_bleaching_does_not_break_detection():
+    """60 frames losing 1.5 % per frame end at 40 % brightness; the threshold follows the noise."""
+    movie = simulate_movie(n_frames=60, n_particles=40, snr=12, bleach_per_frame=0.015, blink_probability=0,
+                           seed=7)
+    result = _analyse(movie)
+    truth = movie.tracks
+    late = truth[truth["frame"] >= 50]
+    found = result.puncta_table[result.puncta_table["frame"] >= 50]
+    recall = []
+    for frame, block in late.groupby("frame"):
+        mine = found[found["frame"] == frame]
+        recall.append(len(match_points(mine[["y", "x"]].to_numpy(), block[["y", "x"]].to_numpy(), radius=3)[0]) / len(block))
+    assert np.mean(recall) >= 0.9
+
+
+def test_dim_movie_gains_from_persistent_tracks():
+    movie = simulate_movie(n_frames=40, n_particles=40, snr=2.5, seed=8)
+    truth = movie.tracks[movie.tracks["visible"]]
+    strict = tracking_scores(truth, _analyse(movie).tracks)["alpha"]
+    lenient = tracking_scores(truth, _analyse(movie, track_snr_threshold=3.5, min_track_length=5).tracks)["alpha"]
+    assert lenient > strict
