@@ -37,3 +37,24 @@ def test_cell_painting_field_with_pixel_size_from_sheet(tmp_path):
     assert labels.shape == (395, 695)
     assert row["n_cells"] >= 20  # 25 nuclei by eye, a few cut by the border
     assert row["pct_puncta_in_cells"] > 50
+
+
+def test_migrating_nuclei_give_plausible_cell_tracks(tmp_path):
+    movie = shared("cancer_cell_migration_crop.tif")  # 48 frames, time axis stored as Q
+    pd.DataFrame([{"sample": "migration", "modality": "fluorescence", "path": str(movie),
+                   "channels": "nuclei=0"}]).to_csv(tmp_path / "s.tsv", sep="\t", index=False)
+    run_snakemake(tmp_path, "--config", "samples=s.tsv",
+                  "fluorescence={'pixel_size_um': 0.4, 'frame_interval_s': 600}")
+    base = tmp_path / "results" / "fluorescence" / "migration"
+    tracks = pd.read_csv(base / "cell_tracks.csv")
+    cells = pd.read_csv(base / "cells.csv")
+    per_frame = cells.groupby("frame").size()
+    assert len(per_frame) == 48 and per_frame.median() >= 10
+    assert (tracks["n_frames"] >= 40).sum() >= 3  # several nuclei followed through the movie
+    assert tracks["n_frames"].median() >= 5
+    long = tracks[tracks["n_frames"] >= 10]
+    assert long["straightness"].between(0, 1).all()
+    assert long["mean_speed_um_min"].between(0.005, 1.0).all()  # µm/min, cells crawl
+    assert pd.read_csv(base / "tracks.csv").empty  # no exosome channel, no puncta tracks
+    row = pd.read_csv(tmp_path / "results" / "tables" / "samples.csv").iloc[0]
+    assert row["status"] == "ok" and row["cell_mean_speed_um_min"] > 0

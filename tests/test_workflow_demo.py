@@ -8,7 +8,9 @@ import tifffile
 
 from exotrack.evaluate import match_labels, match_points
 
-DEMO_SAMPLES = ["pbs_w1", "pbs_w2", "pbs_w3", "pbs_w4", "exo_w1", "exo_w2", "exo_w3", "exo_w4", "exo_z1"]
+STILLS = ["pbs_w1", "pbs_w2", "pbs_w3", "pbs_w4", "exo_w1", "exo_w2", "exo_w3", "exo_w4", "exo_z1"]
+MOVIES = ["live_w1", "live_w2"]
+DEMO_SAMPLES = STILLS + MOVIES
 
 
 def _truth(run, sample):
@@ -37,7 +39,7 @@ def test_output_tables_have_spec_columns(demo_run):
     assert puncta.columns[:7].tolist() == ["spot_id", "frame", "z", "y", "x", "intensity", "cell_id"]
 
 
-@pytest.mark.parametrize("sample", DEMO_SAMPLES)
+@pytest.mark.parametrize("sample", STILLS)
 def test_accuracy_against_ground_truth(demo_run, sample):
     truth_cells, truth_nuclei, truth_puncta = _truth(demo_run, sample)
     base = demo_run / "results" / "fluorescence" / sample
@@ -116,7 +118,7 @@ def test_demo_is_deterministic(tmp_path):
         subprocess.run([sys.executable, "-m", "exotrack.cli", "demo", str(tmp_path / name), "--seed", "3"],
                        check=True, capture_output=True)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert len(files) == 1 + 4 * len(DEMO_SAMPLES)
+    assert len(files) == 1 + 4 * len(STILLS) + 4 + 2  # sheet; image and truth per sample
     for rel in files:
         a, b = tmp_path / "a" / rel, tmp_path / "b" / rel
         if rel.suffix == ".tif":  # OME-XML carries a fresh UUID; the pixels must agree
@@ -124,4 +126,33 @@ def test_demo_is_deterministic(tmp_path):
         else:
             assert a.read_bytes() == b.read_bytes(), rel
     sheet = pd.read_csv(tmp_path / "a" / "samples.tsv", sep="\t")
-    assert set(sheet["group"]) == {"PBS", "exosome"} and len(sheet) == len(DEMO_SAMPLES)
+    assert set(sheet["group"]) == {"PBS", "exosome", "exosome_live"} and len(sheet) == len(DEMO_SAMPLES)
+
+
+@pytest.mark.parametrize("sample", MOVIES)
+def test_movies_are_tracked_against_ground_truth(demo_run, sample):
+    from exotrack.evaluate import tracking_scores
+
+    truth = pd.read_csv(demo_run / "demo" / "truth" / sample / "tracks.csv")
+    base = demo_run / "results" / "fluorescence" / sample
+    tracks = pd.read_csv(base / "tracks.csv")
+    summary = pd.read_csv(base / "track_summary.csv")
+    assert tracks.columns[:6].tolist() == ["track_id", "frame", "y", "x", "spot_id", "cell_id"]
+    assert summary.columns[:6].tolist() == ["track_id", "start_frame", "n_frames", "mean_speed_um_s",
+                                            "diffusion_um2_s", "msd_alpha"]
+    scores = tracking_scores(truth[truth["visible"]], tracks, gate=5.0)
+    assert scores["alpha"] >= 0.85 and scores["beta"] >= 0.8, scores
+    puncta = pd.read_csv(base / "puncta.csv")
+    assert set(tracks["spot_id"]) == set(puncta["spot_id"])
+    row = pd.read_csv(demo_run / "results" / "tables" / "samples.csv").set_index("sample").loc[sample]
+    assert row["n_tracks"] == len(summary)
+    long = summary[summary["n_frames"] >= 20]
+    true_d = (1.2 * 0.1625) ** 2 / 2  # the simulator's Brownian step, per second
+    assert np.median(long["diffusion_um2_s"]) == pytest.approx(true_d, rel=0.35)  # directed tracks mixed in
+    if sample == "live_w2":  # the CD63 channel alone: no cells, cell columns empty
+        assert tracks["cell_id"].isna().all() and np.isnan(row["n_cells"])
+    else:
+        cells = pd.read_csv(base / "cell_tracks.csv")
+        assert len(cells) == 4 and (cells["n_frames"] == 40).all()  # four static cells, whole movie
+        assert summary["location"].isin(["inside", "at_cell", "outside"]).all()
+        assert 0 <= row["pct_internalised_tracks"] <= 100

@@ -96,7 +96,9 @@ def estimate_parameters(points: list[np.ndarray], *, max_gap: int | None = None)
         d, j = cKDTree(b).query(a, k=2)
         back = cKDTree(a).query(b)[1]
         mutual = back[j[:, 0]] == np.arange(len(a))
-        clear = mutual & (d[:, 0] < 0.5 * d[:, 1])
+        # Unambiguous pairs only, and well inside the typical spacing: sparse, noisy detections
+        # also pair up by chance, at distances of the order of the spacing.
+        clear = mutual & (d[:, 0] < 0.5 * d[:, 1]) & (d[:, 0] < spacing / 3)
         steps.append(d[clear, 0])
     steps = np.concatenate(steps) if steps else np.zeros(0)
     if len(steps) >= 20:
