@@ -87,10 +87,12 @@ def estimate_parameters(points: list[np.ndarray], *, max_gap: int | None = None)
     """Search radius from the data (see module docstring); ``max_gap`` is set later, after
     frame-to-frame linking, unless given."""
     ndim = next((p.shape[1] for p in points if len(p)), 2)
-    nn = [cKDTree(p).query(p, k=2)[0][:, 1] for p in points if len(p) > 2]
+    # A score of evenly spread frames tells the spacing and the step size as well as all would.
+    sample = np.unique(np.linspace(0, max(len(points) - 2, 0), 20).astype(int))
+    nn = [cKDTree(points[i]).query(points[i], k=2)[0][:, 1] for i in sample if len(points[i]) > 2]
     spacing = float(np.median(np.concatenate(nn))) if nn else 10.0
     steps = []
-    for a, b in zip(points[:-1], points[1:]):
+    for a, b in ((points[i], points[i + 1]) for i in sample if i + 1 < len(points)):
         if len(a) < 3 or len(b) < 3:
             continue
         d, j = cKDTree(b).query(a, k=2)
