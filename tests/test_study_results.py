@@ -1,5 +1,6 @@
 """Study-level outputs of the demo run: tables, plots, the report in a real browser, and reruns
 that recompute exactly what changed."""
+import importlib.util
 import os
 import re
 import shutil
@@ -43,9 +44,7 @@ def test_tables_and_plots(demo_run):
 
 def _chromium():
     path = shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         path = None
     if path is None:
         if os.environ.get("CI"):

@@ -21,8 +21,12 @@ def test_bad_samples_do_not_stop_good_ones(tmp_path):
     (tmp_path / "notanimage.tif").write_text("this is a text file, not a TIFF")
     tifffile.imwrite(tmp_path / "empty.tif", np.zeros((3, 64, 64), np.uint16), imagej=True,
                      metadata={"axes": "CYX"}, resolution=(1 / 0.16, 1 / 0.16))
+    tifffile.imwrite(tmp_path / "movie.tif", np.stack([field.image[1]] * 3), imagej=True,
+                     metadata={"axes": "TYX"}, resolution=(1 / 0.16, 1 / 0.16))
     _sheet(tmp_path, [
         {"sample": "good", "modality": "fluorescence", "path": "good.ome.tif", "group": "A"},
+        {"sample": "movie_no_interval", "modality": "fluorescence", "path": "movie.tif", "group": "A",
+         "channels": "exosomes=0"},
         {"sample": "missing_channel", "modality": "fluorescence", "path": "nochannel.ome.tif", "group": "A"},
         {"sample": "not_an_image", "modality": "fluorescence", "path": "notanimage.tif", "group": "B"},
         {"sample": "blank", "modality": "fluorescence", "path": "empty.tif", "group": "B",
@@ -37,6 +41,8 @@ def test_bad_samples_do_not_stop_good_ones(tmp_path):
     assert "cannot read notanimage.tif" in table.loc["not_an_image", "status"]
     assert "empty" in table.loc["blank", "status"]
     assert "not supported" in table.loc["mouse1", "status"]
+    assert "frame interval" in table.loc["movie_no_interval", "status"]
+    assert (tmp_path / "results" / "fluorescence" / "movie_no_interval" / "tracks.csv").exists()
     assert (tmp_path / "results" / "qc" / "not_an_image.png").exists()
 
 

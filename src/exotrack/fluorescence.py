@@ -177,6 +177,9 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     is_3d, movie = image.is_3d, image.n_frames > 1
     spatial = tuple(pixel_size_um) if is_3d else tuple(pixel_size_um[1:])
     threshold = min(options["snr_threshold"], options["track_snr_threshold"]) if movie else options["snr_threshold"]
+    if movie and frame_interval_s is None:
+        raise io.InputError("the file does not state its frame interval; set "
+                            "fluorescence.frame_interval_s in the config")
 
     def plane(frame, role):
         if role not in roles:
@@ -210,9 +213,6 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     puncta_table = pd.concat(puncta_tables, ignore_index=True)
     tracks = track_summary = cell_tracks = None
     if movie and "exosomes" in roles:
-        if frame_interval_s is None:
-            raise io.InputError("the file does not state its frame interval; set "
-                                "fluorescence.frame_interval_s in the config")
         puncta_table, tracks, track_summary = _track_puncta(
             puncta_table, np.stack(cell_stack), spatial=spatial, frame_interval_s=frame_interval_s,
             options=options, with_cells="nuclei" in roles)
@@ -236,9 +236,6 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     cell_table = pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame(columns=CELL_COLUMNS)
     cell_table = cell_table.reindex(columns=CELL_COLUMNS)
     if movie and "nuclei" in roles:
-        if frame_interval_s is None:
-            raise io.InputError("the file does not state its frame interval; set "
-                                "fluorescence.frame_interval_s in the config")
         cell_table, cell_tracks = _track_cells(cell_table, spatial=spatial, frame_interval_s=frame_interval_s)
     metrics = headline_metrics(cell_table, puncta_table[PUNCTA_COLUMNS], n_frames=image.n_frames)
     for role, names in (("nuclei", ["n_cells", "pct_exosome_positive_cells", "puncta_per_cell_mean",
