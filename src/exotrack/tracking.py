@@ -163,7 +163,11 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
         pairs = _lap(rows, cols, cost, len(a), len(b), no_link)
         src, dst = a[pairs[:, 0]], b[pairs[:, 1]]
         successor[src], predecessor[dst] = dst, src
-        velocity[dst] = positions[dst] - positions[src]
+        # Velocity as a running mean of steps: one Brownian step predicts nothing, while a
+        # directed track's steps agree, so averaging keeps its velocity and damps the rest.
+        step = positions[dst] - positions[src]
+        previous = velocity[src]
+        velocity[dst] = np.where(np.isfinite(previous), 0.5 * (previous + step), step)
 
     # Segments: chains of successors.
     segment = np.full(n, -1)
