@@ -1,9 +1,8 @@
 # Validation of the config and the sample sheet, and input functions shared by the rules.
+import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-
-import re
 
 from exotrack import demo as exo_demo
 from exotrack import io as exo_io
