@@ -189,7 +189,7 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
     if params.max_gap > 0 and len(starts) > 1:
         end_frames, start_frames = frames[ends], frames[starts]
         reach = radius * np.sqrt(params.max_gap + 1)
-        rows, cols, cost = _candidates(positions[ends], positions[starts], reach, velocity[ends])
+        rows, cols, _ = _candidates(positions[ends], positions[starts], reach, velocity[ends])
         gap = start_frames[cols] - end_frames[rows]
         ok = (gap >= 2) & (gap <= params.max_gap + 1)
         rows, cols, gap = rows[ok], cols[ok], gap[ok]
