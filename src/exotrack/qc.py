@@ -11,6 +11,7 @@ from .background import block_reduce_mean
 
 # Longest side of a QC image in pixels; larger fields are block-averaged down to it.
 _MAX_SIDE = 1024
+_MIN_SIDE = 512
 _HEADER = 22
 _COLOURS = {"nuclei": (0.25, 0.45, 1.0), "exosomes": (1.0, 0.15, 0.35), "cells": (0.45, 0.45, 0.45)}
 
@@ -55,16 +56,24 @@ def fluorescence_overlay(channels: dict[str, np.ndarray], cells: np.ndarray, nuc
     rgb = np.clip(rgb, 0, 1)
     rgb[find_boundaries(nuclei2d, mode="inner")] = (0.6, 0.8, 1.0)
     rgb[find_boundaries(cells2d, mode="inner")] = (0.2, 1.0, 0.2)
+    # Small fields are enlarged (pixels kept square) so that marks and the header stay legible.
+    zoom = max(1, _MIN_SIDE // max(shape))
+    rgb = rgb.repeat(zoom, axis=0).repeat(zoom, axis=1)
     image = Image.fromarray((rgb * 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
+    scale = zoom / factor
+
+    def at(table):  # pixel centres, scikit-image convention, in display pixels
+        return (table["y"] + 0.5) * scale - 0.5, (table["x"] + 0.5) * scale - 0.5
+
     if tracks is not None:
         for _, path in tracks.groupby("track_id"):
             if len(path) > 1:
-                path = path.sort_values("frame")
-                points = list(zip(path["x"] / factor, path["y"] / factor))
-                draw.line(points, fill=(255, 80, 255), width=1)
+                y, x = at(path.sort_values("frame"))
+                draw.line(list(zip(x, y)), fill=(255, 80, 255), width=1)
     r = 3
-    for y, x, cell in zip(puncta["y"] / factor, puncta["x"] / factor, puncta["cell_id"]):
+    y, x = at(puncta)
+    for y, x, cell in zip(y, x, puncta["cell_id"]):
         colour = (0, 255, 255) if cell > 0 else (255, 230, 0)  # NaN (no cells) counts as outside
         draw.ellipse((x - r, y - r, x + r, y + r), outline=colour)
     return _header(np.asarray(image), title)
