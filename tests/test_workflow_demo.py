@@ -146,9 +146,19 @@ def test_movies_are_tracked_against_ground_truth(demo_run, sample):
     assert set(tracks["spot_id"]) == set(puncta["spot_id"])
     row = pd.read_csv(demo_run / "results" / "tables" / "samples.csv").set_index("sample").loc[sample]
     assert row["n_tracks"] == len(summary)
-    long = summary[summary["n_frames"] >= 20]
-    true_d = (1.2 * 0.1625) ** 2 / 2  # the simulator's Brownian step, per second
-    assert np.median(long["diffusion_um2_s"]) == pytest.approx(true_d, rel=0.35)  # directed tracks mixed in
+    # Diffusion of the tracks that follow Brownian particles (by majority of matched points):
+    # right units and scale; the benchmark measures the accuracy on larger movies.
+    owner = {}
+    for frame, block in tracks.groupby("frame"):
+        t = truth[truth["visible"] & (truth["frame"] == frame)]
+        for i, j in match_points(block[["y", "x"]].to_numpy(), t[["y", "x"]].to_numpy(), radius=3)[0]:
+            owner.setdefault(block["track_id"].iloc[i], []).append(t["track_id"].iloc[j])
+    motion = truth.groupby("track_id")["motion"].first()
+    brownian = [k for k, v in owner.items() if len(v) >= 20 and motion[pd.Series(v).mode().iloc[0]] == "brownian"]
+    chosen = summary.set_index("track_id").loc[brownian]
+    d = np.average(chosen["diffusion_um2_s"], weights=chosen["n_frames"])
+    true_d = (1.2 * 0.1625) ** 2 / 2  # the simulator's Brownian step, 1.2 px per axis per second
+    assert len(chosen) >= 15 and d == pytest.approx(true_d, rel=0.3)
     if sample == "live_w2":  # the CD63 channel alone: no cells, cell columns empty
         assert tracks["cell_id"].isna().all() and np.isnan(row["n_cells"])
     else:
