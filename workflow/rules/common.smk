@@ -54,8 +54,28 @@ def still_samples():
 
 
 def sample_regex(names):
-    """Wildcard constraint matching exactly these sample ids (or nothing)."""
-    return "|".join(re.escape(n) for n in names) or "(?!)"
+    """Wildcard constraint matching exactly these sample ids (or nothing).
+
+    Built as a prefix tree: a plain alternation of thousands of ids costs Snakemake a scan of
+    every alternative for every file it matches, which dominated planning a 10,000-sample sheet.
+    """
+    trie = {}
+    for name in names:
+        node = trie
+        for char in name:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def pattern(node):
+        branches = [re.escape(char) + pattern(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if "" in node:  # a complete id may stop here
+            return f"(?:{body})?"
+        return body
+
+    return pattern(trie) if names else "(?!)"
 
 
 def sample_field(column):
