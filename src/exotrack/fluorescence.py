@@ -124,10 +124,15 @@ def detect_frame(exosome_image, *, pixel_size_um, options: dict, snr_threshold: 
                          snr_threshold=snr_threshold, exclude=_padding(exosome_image))
 
 
+def position_columns(ndim: int) -> list[str]:
+    """Table columns holding a position in an image of ``ndim`` spatial axes."""
+    return ["z", "y", "x"][3 - ndim:]
+
+
 def cell_at(labels: np.ndarray, table: pd.DataFrame) -> np.ndarray:
     """Label under each row's position (``z, y, x`` columns, nearest pixel)."""
     index = [np.clip(np.round(table[a].to_numpy()).astype(int), 0, n - 1)
-             for a, n in zip("zyx"[3 - labels.ndim:], labels.shape)]
+             for a, n in zip(position_columns(labels.ndim), labels.shape)]
     return labels[tuple(index)] if len(table) else np.zeros(0, int)
 
 
@@ -254,7 +259,7 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
 
 def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cells):
     """Link puncta, keep the real ones, summarise each track's motion and where it lives."""
-    columns = ["z", "y", "x"] if len(spatial) == 3 else ["y", "x"]
+    columns = position_columns(len(spatial))
     # Confident detections are linked on their own, so that dim ones cannot corrupt their tracks;
     # dim detections form tracks of their own, kept where they persist (noise does not).
     snr = puncta["snr"].to_numpy(float)
@@ -269,9 +274,7 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
     _, track_id = np.unique(track_id[keep], return_inverse=True)
     track_id += 1
     scale = np.array(spatial)
-    state = np.full(len(puncta), "outside", dtype=object)
-    if with_cells:
-        state = _where(puncta, cells, scale)
+    state = _where(puncta, cells, scale) if with_cells else ""
     tracks = pd.DataFrame({"track_id": track_id, "frame": puncta["frame"].to_numpy(),
                            "z": puncta["z"].to_numpy(), "y": puncta["y"].to_numpy(),
                            "x": puncta["x"].to_numpy(),
@@ -279,7 +282,7 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
     rows = []
     for tid, block in tracks.groupby("track_id", sort=True):
         frames = block["frame"].to_numpy()
-        positions = block[columns].to_numpy(float) * scale[-len(columns):]
+        positions = block[columns].to_numpy(float) * scale
         summary = {"track_id": tid, "start_frame": int(frames.min()), "n_frames": len(frames),
                    **tracking.motion_summary(frames, positions, frame_interval_s=frame_interval_s)}
         if with_cells:
@@ -290,8 +293,6 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
             summary["frac_inside_cell"], summary["location"] = np.nan, ""
         rows.append(summary)
     summary = pd.DataFrame(rows, columns=TRACK_SUMMARY_COLUMNS)
-    if not with_cells:
-        tracks["cell_id"] = np.nan
     return puncta, tracks.drop(columns="where"), summary
 
 
@@ -313,12 +314,12 @@ def _where(puncta, cells, scale):
 
 def _track_cells(cell_table, *, spatial, frame_interval_s):
     """Link cells (by their centroids) through time; per-track migration measures."""
-    columns = ["z", "y", "x"] if len(spatial) == 3 else ["y", "x"]
+    columns = position_columns(len(spatial))
     if cell_table.empty:
         return cell_table.assign(cell_track_id=pd.Series(dtype=int)), pd.DataFrame(columns=CELL_TRACK_COLUMNS)
     track_id, _ = tracking.link(cell_table, columns=columns)
     cell_table = cell_table.assign(cell_track_id=track_id)
-    scale = np.array(spatial)[-len(columns):]
+    scale = np.array(spatial)
     rows = []
     for tid, block in cell_table.groupby("cell_track_id", sort=True):
         frames = block["frame"].to_numpy()

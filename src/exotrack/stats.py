@@ -19,14 +19,19 @@ GROUP_COLUMNS = ["metric", "timepoint", "group", "n", "mean", "sd", "median", "c
                  "test", "statistic", "p_value", "p_holm", "effect_size", "effect_measure", "note"]
 
 
+def _subject_of(samples: pd.DataFrame) -> pd.Series:
+    """Each sample's subject; a sample without one is its own subject."""
+    subject = samples["subject"].astype("string").fillna("")
+    return subject.where(subject != "", samples["sample"].astype("string"))
+
+
 def subject_values(samples: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """One value per subject, group, timepoint and metric: the mean over the subject's samples.
 
     Only samples with ``status == "ok"`` count; a sample without a subject is its own subject.
     """
     ok = samples[samples["status"] == "ok"].copy()
-    subject = ok["subject"].astype("string").fillna("")
-    ok["subject"] = subject.where(subject != "", ok["sample"].astype("string"))
+    ok["subject"] = _subject_of(ok)
     ok["timepoint"] = pd.to_numeric(ok["timepoint"], errors="coerce")
     present = [m for m in metrics if m in ok.columns]
     long = ok.melt(id_vars=["subject", "group", "timepoint"], value_vars=present, var_name="metric")
@@ -50,9 +55,8 @@ def subject_table(samples: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     when = indexed["timepoint"].unstack("metric")
     ordered = [m for m in metrics if m in wide.columns]
     table = wide[ordered].join(when[ordered].add_suffix("_timepoint"))
-    counts = samples.assign(subject=samples["subject"].where(samples["subject"].astype("string").fillna("") != "",
-                                                              samples["sample"]))
-    table = table.join(counts.groupby("subject").size().rename("n_samples"), on="subject")
+    n_samples = _subject_of(samples).value_counts().rename("n_samples")
+    table = table.join(n_samples, on="subject")
     return table.reset_index()
 
 
