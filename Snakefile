@@ -14,6 +14,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/fluorescence.smk"
 include: "workflow/rules/tracking.smk"
+include: "workflow/rules/histology.smk"
 include: "workflow/rules/aggregate.smk"
 
 

@@ -9,9 +9,10 @@ import pandas as pd
 
 from .fluorescence import HEADLINE as FLUORESCENCE_HEADLINE
 from .fluorescence import TIMELAPSE_HEADLINE
+from .histology import HEADLINE as HISTOLOGY_HEADLINE
 
 ID_COLUMNS = ["sample", "modality", "group", "subject", "timepoint", "marker", "status"]
-HEADLINE = {"fluorescence": FLUORESCENCE_HEADLINE + TIMELAPSE_HEADLINE}
+HEADLINE = {"fluorescence": FLUORESCENCE_HEADLINE + TIMELAPSE_HEADLINE, "histology": HISTOLOGY_HEADLINE}
 
 
 def sample_table(sheet: pd.DataFrame, metrics: list[dict]) -> pd.DataFrame:
@@ -41,7 +42,7 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict]) -> pd.DataFrame:
 
 def all_metrics() -> list[str]:
     """Every headline metric of every modality, in table order."""
-    return [c for cols in HEADLINE.values() for c in cols]
+    return list(dict.fromkeys(c for cols in HEADLINE.values() for c in cols))
 
 
 def read_metrics(paths) -> list[dict]:

@@ -17,6 +17,8 @@ import tifffile
 from scipy import ndimage as ndi
 from scipy.special import erf
 
+from .demo_histology import write_demo_sections
+
 CHANNELS = ["Hoechst", "CD63-RFP", "CellMask"]
 PIXEL_SIZE_UM = 0.1625
 SPOT_DIAMETER_UM = 0.5
@@ -286,7 +288,8 @@ def write_demo(directory, *, seed: int = 0) -> Path:
 
     Eight 2-D wells (PBS and exosome-treated, four each, with different uptake across the exosome
     wells; one well per group analysed without its cell stain), one 3-D stack and two
-    time-lapses (one over cells at SNR 4, one of the CD63 channel alone at SNR 7), each as a real file with
+    time-lapses (one over cells at SNR 4, one of the CD63 channel alone at SNR 7), twelve IHC
+    lymph-node sections (CD206 and NOS2 for three mice per group), each as a real file with
     metadata, and the ground truth of every object under ``truth/<sample>/``.
     """
     directory = Path(directory)
@@ -334,6 +337,7 @@ def write_demo(directory, *, seed: int = 0) -> Path:
         rows.append({"sample": sample, "modality": "fluorescence", "group": group, "subject": sample,
                      "timepoint": 24, "marker": "CD63-RFP", "path": rel.as_posix(),
                      "channels": "" if with_cells else "exosomes=CD63-RFP"})
+    rows += write_demo_sections(directory, seed=seed)
     sheet = directory / "samples.tsv"
     pd.DataFrame(rows).to_csv(sheet, sep="\t", index=False)
     return sheet

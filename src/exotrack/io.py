@@ -133,6 +133,39 @@ def _resolution_um(page, unit_um: float | None) -> float | None:
     return unit_um / pixels_per_unit
 
 
+def check_file(path) -> Path:
+    """``path`` as a Path, or an :class:`InputError` if it is missing or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"image file not found: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"image file is empty (0 bytes): {path}")
+    return path
+
+
+def tiff_metadata(tif: tifffile.TiffFile) -> tuple[list[str], tuple, float | None]:
+    """Channel names, pixel size ``(z, y, x)`` in µm (``None`` where unstated) and frame interval
+    in seconds of an open TIFF, from OME-XML, ImageJ metadata or the resolution tags."""
+    if tif.is_ome:
+        return _ome_metadata(tif.ome_metadata)
+    if tif.is_imagej:
+        meta = tif.imagej_metadata or {}
+        unit = str(meta.get("unit", "")).strip().lower()
+        unit_um = _UNIT_UM.get(unit) if unit else None
+        xy = _resolution_um(tif.pages[0], unit_um if unit_um is not None else 1.0)
+        z = meta.get("spacing")
+        interval = None
+        if meta.get("finterval"):
+            interval = float(meta["finterval"]) * _UNIT_S.get(str(meta.get("tunit", "s")).lower(), 1.0)
+        labels = meta.get("Labels")
+        n_c = int(meta.get("channels", 1))
+        names = [str(label) for label in labels] if (
+            isinstance(labels, list) and len(labels) == n_c and n_c > 1) else []
+        return names, (float(z) * (unit_um or 1.0) if z else None, xy, xy), interval
+    xy = _resolution_um(tif.pages[0], None)
+    return [], (None, xy, xy), None
+
+
 def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
     """Read a TIFF, OME-TIFF or ImageJ TIFF into an :class:`Image` with axes ``(T, C, Z, Y, X)``.
 
@@ -144,37 +177,13 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
         The file's axis letters, overriding what the file says (e.g. ``"TYX"`` for a movie that
         ImageJ stored as a Z stack).
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"image file not found: {path}")
-    if path.stat().st_size == 0:
-        raise InputError(f"image file is empty (0 bytes): {path}")
+    path = check_file(path)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             data = series.asarray()
             file_axes = series.axes
-            names: list[str] = []
-            sizes: tuple = (None, None, None)
-            interval = None
-            if tif.is_ome:
-                names, sizes, interval = _ome_metadata(tif.ome_metadata)
-            elif tif.is_imagej:
-                meta = tif.imagej_metadata or {}
-                unit = str(meta.get("unit", "")).strip().lower()
-                unit_um = _UNIT_UM.get(unit) if unit else None
-                xy = _resolution_um(tif.pages[0], unit_um if unit_um is not None else 1.0)
-                z = meta.get("spacing")
-                sizes = (float(z) * (unit_um or 1.0) if z else None, xy, xy)
-                if meta.get("finterval"):
-                    interval = float(meta["finterval"]) * _UNIT_S.get(str(meta.get("tunit", "s")).lower(), 1.0)
-                labels = meta.get("Labels")
-                n_c = int(meta.get("channels", 1))
-                if isinstance(labels, list) and len(labels) == n_c and n_c > 1:
-                    names = [str(label) for label in labels]
-            else:
-                xy = _resolution_um(tif.pages[0], None)
-                sizes = (None, xy, xy)
+            names, sizes, interval = tiff_metadata(tif)
     except InputError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files

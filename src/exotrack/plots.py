@@ -17,7 +17,20 @@ LABELS = {
     "exosome_intensity_per_cell_mean": "CD63-RFP per cell (a.u.)",
     "n_puncta": "puncta per field",
     "pct_puncta_in_cells": "puncta inside cells (%)",
+    "positive_cells_per_mm2": "positive cells per mm²",
+    "positive_pct": "positive cells (%)",
+    "dab_area_fraction": "positive area fraction",
+    "h_score": "H-score",
+    "m2_m1_ratio": "M2/M1 ratio (positive cells per mm²)",
 }
+
+
+def label(metric: str) -> str:
+    """Axis title of a metric; a histology marker's metric is titled with the marker."""
+    if metric in LABELS:
+        return LABELS[metric]
+    marker, _, base = metric.partition("_")
+    return f"{marker} {LABELS[base]}" if base in LABELS else metric
 
 
 def _p_text(p):
@@ -42,7 +55,7 @@ def group_figure(values: pd.DataFrame, groups: pd.DataFrame, metrics: list[str],
             _curves(ax, data, order, colours)
         else:
             _boxes(ax, data, order, colours, groups[(groups["metric"] == metric)])
-        ax.set_title(LABELS.get(metric, metric), fontsize=9)
+        ax.set_title(label(metric), fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
     for ax in axes.ravel()[len(metrics):]:
         ax.set_visible(False)

@@ -79,6 +79,40 @@ def fluorescence_overlay(channels: dict[str, np.ndarray], cells: np.ndarray, nuc
     return _header(np.asarray(image), title)
 
 
+# Histology classes: negative, 1+, 2+, 3+ (cyan, then QuPath's yellow-orange-red).
+_CLASS_COLOURS = [(80, 220, 255), (255, 220, 0), (255, 140, 0), (230, 20, 20)]
+
+
+def histology_overlay(overview: np.ndarray, tissue: np.ndarray, cells, *, factor: int, brightfield: bool,
+                      roles: dict | None = None, title: str = "") -> np.ndarray:
+    """RGB overlay of a section: the slide (brightfield colours, or nuclei blue and marker green),
+    the tissue outline in green, each cell as a dot coloured by class (negative cyan, 1+ yellow,
+    2+ orange, 3+ red).
+
+    ``overview`` is the section block-averaged by ``factor`` and ``tissue`` its tissue mask;
+    ``cells`` has ``y, x`` in section pixels and ``class``.
+    """
+    step = max(1, int(np.ceil(max(tissue.shape) / _MAX_SIDE)))
+    small = block_reduce_mean(overview, (step, step, 1))[0]
+    mask = tissue[::step, ::step][: small.shape[0], : small.shape[1]]
+    if brightfield:
+        rgb = np.clip(small[..., :3] / 255.0, 0, 1)
+    else:
+        rgb = np.zeros(small.shape[:2] + (3,), np.float32)
+        rgb[..., 2] = _stretch(small[..., roles["nuclei"]])
+        rgb[..., 1] = _stretch(small[..., roles["marker"]])
+    rgb[find_boundaries(mask, mode="inner")] = (0.1, 0.85, 0.1)
+    zoom = max(1, _MIN_SIDE // max(mask.shape))
+    rgb = rgb.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    image = Image.fromarray((rgb * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    scale = zoom / (factor * step)
+    r = 2 if len(cells) < 20000 else 1
+    for y, x, k in zip((cells["y"] + 0.5) * scale - 0.5, (cells["x"] + 0.5) * scale - 0.5, cells["class"]):
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=_CLASS_COLOURS[int(k)])
+    return _header(np.asarray(image), title)
+
+
 def message_image(title: str, message: str, *, width: int = 640) -> np.ndarray:
     """A plain image that states a failure, so a QC folder shows every sample."""
     lines = [message[i:i + 95] for i in range(0, len(message), 95)] or [""]

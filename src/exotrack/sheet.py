@@ -143,8 +143,10 @@ def load_sample_sheet(path, schema) -> pd.DataFrame:
     return sheet.set_index("sample", drop=False)
 
 
-def parse_channels(text: str | None) -> dict[str, str]:
-    """``"nuclei=Hoechst;exosomes=1"`` → ``{"nuclei": "Hoechst", "exosomes": "1"}``."""
+def parse_channels(text: str | None, *, roles=("nuclei", "exosomes", "cells")) -> dict[str, str]:
+    """``"nuclei=Hoechst;exosomes=1"`` → ``{"nuclei": "Hoechst", "exosomes": "1"}``; ``roles`` are
+    the role names the modality knows."""
+    known = roles
     if text is None or not str(text).strip():
         return {}
     roles = {}
@@ -154,8 +156,8 @@ def parse_channels(text: str | None) -> dict[str, str]:
         if "=" not in part:
             raise InputError(f"{part.strip()!r} should be role=channel, e.g. nuclei=Hoechst")
         role, name = (s.strip() for s in part.split("=", 1))
-        if role not in ("nuclei", "exosomes", "cells"):
-            raise InputError(f"unknown channel role {role!r} (roles are nuclei, exosomes, cells)")
+        if role not in known:
+            raise InputError(f"unknown channel role {role!r} (roles are {', '.join(known)})")
         roles[role] = name
     return roles
 

@@ -25,27 +25,62 @@ def _subject_of(samples: pd.DataFrame) -> pd.Series:
     return subject.where(subject != "", samples["sample"].astype("string"))
 
 
-def subject_values(samples: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+def subject_values(samples: pd.DataFrame, metrics: list[str], *, marker_ratio: tuple[str, str] | None = None
+                   ) -> pd.DataFrame:
     """One value per subject, group, timepoint and metric: the mean over the subject's samples.
 
     Only samples with ``status == "ok"`` count; a sample without a subject is its own subject.
+    Histology metrics are kept apart per marker (``CD206_positive_pct``), since one animal's
+    sections stained for different markers are different measurements. With ``marker_ratio``
+    ``(numerator, denominator)``, e.g. ``("CD206", "NOS2")``, subjects with both markers also get
+    ``m2_m1_ratio``: the ratio of their positive cells per mm².
     """
     ok = samples[samples["status"] == "ok"].copy()
     ok["subject"] = _subject_of(ok)
     ok["timepoint"] = pd.to_numeric(ok["timepoint"], errors="coerce")
+    for column in ("modality", "marker"):
+        ok[column] = ok[column].astype("string").fillna("") if column in ok else ""
     present = [m for m in metrics if m in ok.columns]
-    long = ok.melt(id_vars=["subject", "group", "timepoint"], value_vars=present, var_name="metric")
+    long = ok.melt(id_vars=["subject", "group", "timepoint", "modality", "marker"], value_vars=present,
+                   var_name="metric")
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     long = long.dropna(subset=["value"])
     long["group"] = long["group"].fillna("")
-    return (long.groupby(["metric", "subject", "group", "timepoint"], dropna=False)["value"]
-            .mean().reset_index())
+    per_marker = (long["modality"] == "histology") & (long["marker"] != "")
+    long.loc[per_marker, "metric"] = long.loc[per_marker, "marker"] + "_" + long.loc[per_marker, "metric"]
+    values = (long.groupby(["metric", "subject", "group", "timepoint"], dropna=False)["value"]
+              .mean().reset_index())
+    if marker_ratio:
+        values = pd.concat([values, _ratio(values, *marker_ratio)], ignore_index=True)
+    return values
 
 
-def subject_table(samples: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+def _ratio(values: pd.DataFrame, numerator: str, denominator: str) -> pd.DataFrame:
+    """``m2_m1_ratio`` rows: numerator over denominator positive cells per mm², per subject and
+    timepoint where both were measured (NaN where the denominator is zero)."""
+    keys = ["subject", "group", "timepoint"]
+    top = values[values["metric"] == f"{numerator}_positive_cells_per_mm2"].set_index(keys)["value"]
+    bottom = values[values["metric"] == f"{denominator}_positive_cells_per_mm2"].set_index(keys)["value"]
+    ratio = (top / bottom.where(bottom > 0)).dropna()
+    return ratio.rename("value").reset_index().assign(metric="m2_m1_ratio")
+
+
+def metric_order(names, metrics: list[str]) -> list[str]:
+    """``names`` (metrics as :func:`subject_values` spells them) in the order of ``metrics``, a
+    marker's variants together and ratios last."""
+    def key(name):
+        for index, metric in enumerate(metrics):
+            if name == metric or name.endswith("_" + metric):
+                return (index, name)
+        return (len(metrics), name)
+
+    return sorted(set(names), key=key)
+
+
+def subject_table(samples: pd.DataFrame, metrics: list[str], *, marker_ratio=None) -> pd.DataFrame:
     """``subjects.csv``: per subject, each metric at the subject's last timepoint for that metric
     (with that timepoint), so that a well or an animal reads as one row across modalities."""
-    values = subject_values(samples, metrics)
+    values = subject_values(samples, metrics, marker_ratio=marker_ratio)
     if values.empty:
         return pd.DataFrame(columns=["subject", "group"])
     values = values.sort_values("timepoint", na_position="first")
@@ -53,7 +88,7 @@ def subject_table(samples: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     indexed = last.set_index(["subject", "group", "metric"])
     wide = indexed["value"].unstack("metric")
     when = indexed["timepoint"].unstack("metric")
-    ordered = [m for m in metrics if m in wide.columns]
+    ordered = metric_order(wide.columns, metrics)
     table = wide[ordered].join(when[ordered].add_suffix("_timepoint"))
     n_samples = _subject_of(samples).value_counts().rename("n_samples")
     table = table.join(n_samples, on="subject")
@@ -108,11 +143,12 @@ def _auc(values: pd.DataFrame) -> pd.DataFrame:
 
 
 def group_table(samples: pd.DataFrame, metrics: list[str], *, control: str, test: str = "mannwhitney",
-                min_n: int = 3) -> pd.DataFrame:
+                min_n: int = 3, marker_ratio=None) -> pd.DataFrame:
     """``groups.csv``: per metric (and timepoint, when there are several) and group."""
-    values = subject_values(samples, metrics)
+    values = subject_values(samples, metrics, marker_ratio=marker_ratio)
     rows = []
-    for metric, by_metric in values.groupby("metric", sort=False):
+    for metric in metric_order(values["metric"], metrics):
+        by_metric = values[values["metric"] == metric]
         times = sorted(by_metric["timepoint"].dropna().unique())
         blocks = [("all", by_metric)] if len(times) <= 1 else (
             [(t, by_metric[by_metric["timepoint"] == t]) for t in times] + [("auc", _auc(by_metric))])

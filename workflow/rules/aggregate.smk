@@ -29,6 +29,8 @@ rule summarise_subjects:
             caption="../report/subjects.rst",
             category="Tables",
         ),
+    params:
+        marker_ratio=marker_ratio(),
     log:
         "logs/summarise_subjects.log",
     script:
@@ -47,6 +49,7 @@ rule compare_groups:
     params:
         control=config["control_group"],
         statistics=config["statistics"],
+        marker_ratio=marker_ratio(),
     log:
         "logs/compare_groups.log",
     script:
@@ -67,6 +70,7 @@ rule plot_groups:
         svg=f"{RESULTS}/plots/{{modality}}.svg",
     params:
         control=config["control_group"],
+        marker_ratio=marker_ratio(),
     log:
         "logs/plot_groups/{modality}.log",
     script:

@@ -20,6 +20,10 @@ def _load():
         demo_dir = Path(validated["demo"]["dir"])
         if not sheet_path.exists() and sheet_path.parent.resolve() == demo_dir.resolve():
             exo_demo.write_demo(demo_dir, seed=validated["demo"]["seed"])
+        for key in ("dab_thresholds", "fluorescence_thresholds"):
+            if sorted(validated["histology"][key]) != list(validated["histology"][key]):
+                raise exo_sheet.SheetError(f"the configuration has problems:\n  histology.{key}: "
+                                           "the thresholds for 1+, 2+ and 3+ must be in ascending order")
         return validated, exo_sheet.load_sample_sheet(sheet_path, SCHEMAS / "samples.schema.yaml")
     except exo_sheet.SheetError as exc:
         raise WorkflowError(str(exc)) from None
@@ -83,13 +87,22 @@ def sample_field(column):
     return lambda wildcards: samples.loc[wildcards.sample, column]
 
 
+# Modalities this version analyses; each has a rule writing results/<modality>/<sample>/metrics.json.
+MODALITIES = ("fluorescence", "histology")
+
+
 def metrics_files():
-    return expand(f"{RESULTS}/fluorescence/{{sample}}/metrics.json", sample=samples_of("fluorescence"))
+    return [f"{RESULTS}/{m}/{s}/metrics.json" for m in MODALITIES for s in samples_of(m)]
 
 
 def analysed_modalities():
     """Modalities with at least one sample that this version analyses."""
-    return [m for m in ("fluorescence",) if samples_of(m)]
+    return [m for m in MODALITIES if samples_of(m)]
+
+
+def marker_ratio():
+    """Histology markers whose ratio per subject is reported (M2 over M1)."""
+    return [config["histology"]["m2_marker"], config["histology"]["m1_marker"]]
 
 
 def all_outputs():

@@ -1,0 +1,512 @@
+"""Histology: marker-positive macrophages (CD206 for M2, NOS2 for M1) in tissue sections.
+
+Brightfield IHC (DAB with a hematoxylin counterstain) is separated into stains by colour
+deconvolution (Ruifrok & Johnston 2001) with QuPath's default H-DAB vectors, or with vectors
+estimated from the slide itself (Macenko et al. 2009) when its stains differ. Immunofluorescence
+sections (a nuclear channel and a marker channel) take the same per-cell path after that step.
+
+Cells follow QuPath's positive cell detection: nuclei on the hematoxylin (or nuclear) channel,
+cells as nuclei expanded by a fixed distance, the marker measured in the compartment where it
+lives (the cytoplasm and membrane ring for CD206 and NOS2), and each cell classed negative, 1+, 2+
+or 3+ by thresholds on that mean. From the classes: positive %, positive cells per mm² of tissue
+and the H-score (``1·%1+ + 2·%2+ + 3·%3+``, 0-300).
+
+Whole slides are read tile by tile (pyramidal TIFF / OME-TIFF through tifffile's Zarr store), so
+memory is bounded by the tile size, not the slide: one pass builds a thumbnail (tissue mask,
+background light level, stain vectors, QC image); a second analyses each tile that holds tissue,
+with a margin wide enough for a cell, keeping the cells whose nucleus centre lies in the tile.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+from scipy import ndimage as ndi
+from skimage import filters, morphology
+
+from . import io, qc
+from .background import block_reduce_mean
+from .segmentation import segment_nuclei_and_cells
+from .sheet import parse_channels, parse_pixel_size
+
+log = logging.getLogger(__name__)
+
+# QuPath's "H-DAB default" stain vectors (optical density per R, G, B, unit length).
+HEMATOXYLIN = np.array([0.651, 0.701, 0.290])
+DAB = np.array([0.269, 0.568, 0.778])
+
+SUMMARY_COLUMNS = ["marker", "n_cells", "n_positive", "positive_pct", "positive_cells_per_mm2",
+                   "dab_area_fraction", "h_score", "tissue_area_mm2", "n_1plus", "n_2plus", "n_3plus"]
+CELL_COLUMNS = ["cell_id", "y", "x", "area_um2", "nucleus_area_um2", "marker_mean", "class", "positive"]
+HEADLINE = ["positive_cells_per_mm2", "positive_pct", "dab_area_fraction", "h_score"]
+CLASS_NAMES = ["negative", "1+", "2+", "3+"]
+
+DEFAULTS = {
+    "pixel_size_um": None,
+    "stain_vectors": "auto",
+    "channels": {"nuclei": "DAPI", "marker": 1},
+    "nucleus_diameter_um": 7.0,
+    "cell_expansion_um": 5.0,
+    "compartment": "cytoplasm",
+    "dab_thresholds": [0.2, 0.4, 0.6],
+    "fluorescence_thresholds": [2.0, 3.0, 5.0],
+    "tissue_min_od": 0.08,
+    "tile_px": 1024,
+    "m2_marker": "CD206",
+    "m1_marker": "NOS2",
+}
+
+_THUMB_SIDE = 2048  # longest side of the overview that tissue detection and QC use
+_SUFFIXES_PIL = {".jpg", ".jpeg", ".png", ".bmp"}
+# Estimated stain vectors further than this from the defaults are taken for a failed estimate.
+_MAX_STAIN_ANGLE_DEG = 25.0
+
+
+@dataclass
+class Section:
+    """A section image opened for reading regions; pixels stay on disk until read.
+
+    ``read(y0, y1, x0, x1)`` returns ``(rows, columns, channels)`` as float32.
+    """
+
+    path: Path
+    shape: tuple[int, int]
+    channel_names: list[str]
+    brightfield: bool
+    pixel_size_um: float | None
+    _array: object = field(repr=False, default=None)
+    _order: tuple = field(repr=False, default=(0, 1, 2))
+    _store: object = field(repr=False, default=None)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        index = {0: slice(y0, y1), 1: slice(x0, x1), 2: slice(None)}
+        region = np.asarray(self._array[tuple(index[axis] for axis in self._order)])
+        return np.moveaxis(region, [0, 1, 2], list(self._order)).astype(np.float32)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def open_section(path) -> Section:
+    """Open a brightfield RGB or multichannel fluorescence section (TIFF, OME-TIFF, pyramidal
+    TIFF, JPEG or PNG) without reading its pixels (JPEG/PNG are read whole)."""
+    path = io.check_file(path)
+    if path.suffix.lower() in _SUFFIXES_PIL:
+        from PIL import Image as PILImage
+
+        try:
+            with PILImage.open(path) as image:
+                rgb = np.asarray(image.convert("RGB"))
+        except Exception as exc:
+            raise io.InputError(f"cannot read {path.name} as an image ({exc})") from exc
+        return Section(path, rgb.shape[:2], ["R", "G", "B"], True, None, rgb)
+    try:
+        tif = tifffile.TiffFile(path)
+        series = tif.series[0]
+        axes = series.axes.replace("S", "C")
+        names, sizes, _ = io.tiff_metadata(tif)
+        photometric = series.keyframe.photometric
+        dtype = series.dtype
+        store = tif.aszarr(series=0, level=0)
+        import zarr
+
+        array = zarr.open(store, mode="r")
+    except Exception as exc:
+        raise io.InputError(f"cannot read {path.name} as a TIFF image ({exc})") from exc
+    finally:
+        if "tif" in locals():
+            tif.close()
+    shape = dict(zip(axes, series.shape))
+    extra = {a: n for a, n in shape.items() if a not in "YXC" and n > 1}
+    if extra or not {"Y", "X"} <= set(axes):
+        raise io.InputError(f"a section must be one 2-D plane (axes Y, X and channels); this file has "
+                            f"axes {series.axes!r} with shape {tuple(series.shape)}")
+    keep = [a for a in axes if a in "YXC"]
+    if len(keep) != len(axes):  # singleton T/Z axes: index them away
+        array = _Squeezed(array, [a in "YXC" for a in axes])
+    n_channels = shape.get("C", 1)
+    order = tuple("YXC".index(a) for a in keep) if "C" in keep else None
+    if order is None:
+        array, order = _Squeezed(array, [True] * len(keep), add_channel=True), (0, 1, 2)
+    brightfield = photometric == tifffile.PHOTOMETRIC.RGB and n_channels in (3, 4) and dtype == np.uint8
+    if len(names) != n_channels:
+        names = ["R", "G", "B", "A"][:n_channels] if brightfield else [str(i) for i in range(n_channels)]
+    return Section(path, (shape["Y"], shape["X"]), names, brightfield, sizes[2], array, order, store)
+
+
+class _Squeezed:
+    """Indexes an array that has extra singleton axes (or lacks a channel axis) as if it did not."""
+
+    def __init__(self, array, keep: list[bool], *, add_channel: bool = False):
+        self.array, self.keep, self.add_channel = array, keep, add_channel
+
+    def __getitem__(self, index):
+        index = list(index)
+        if self.add_channel:
+            index = index[:-1]
+        full, it = [], iter(index)
+        for kept in self.keep:
+            full.append(next(it) if kept else 0)
+        region = np.asarray(self.array[tuple(full)])
+        return region[..., None] if self.add_channel else region
+
+
+# --- stains -------------------------------------------------------------------------------------
+
+def optical_density(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Optical density ``log10(I0 / I)`` per channel; ``background`` is the light level ``I0``."""
+    return np.log10(np.asarray(background, np.float32) / np.maximum(rgb[..., :3], 1.0)).clip(0)
+
+
+def stain_matrix(hematoxylin=HEMATOXYLIN, dab=DAB) -> np.ndarray:
+    """Rows: hematoxylin, DAB and the residual (their normalised cross product), unit length."""
+    h = np.asarray(hematoxylin, float) / np.linalg.norm(hematoxylin)
+    d = np.asarray(dab, float) / np.linalg.norm(dab)
+    residual = np.cross(h, d)
+    return np.stack([h, d, residual / np.linalg.norm(residual)])
+
+
+def deconvolve(od: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Stain amounts ``(..., 3)`` (hematoxylin, DAB, residual) in optical-density units."""
+    return (od.reshape(-1, 3) @ np.linalg.inv(matrix)).reshape(od.shape).astype(np.float32)
+
+
+def estimate_stain_vectors(od: np.ndarray, *, min_od: float = 0.15, percentile: float = 1.0):
+    """Hematoxylin and DAB vectors of a slide by Macenko's method, from optical densities
+    ``(n, 3)`` of tissue pixels.
+
+    The pixels' OD vectors are projected on the plane of their two main directions; the stains
+    are the directions at the ``percentile`` and ``100 - percentile`` extremes of angle in that
+    plane. Returns ``(hematoxylin, dab)`` or ``None`` where the slide does not show two stains.
+    """
+    od = od[od.sum(axis=1) > min_od]
+    if len(od) < 100:
+        return None
+    _, vectors = np.linalg.eigh(np.cov(od, rowvar=False))
+    plane = vectors[:, [2, 1]]
+    plane *= np.sign(plane.sum(axis=0, keepdims=True) + 1e-12)
+    projected = od @ plane
+    angle = np.arctan2(projected[:, 1], projected[:, 0])
+    lo, hi = np.percentile(angle, [percentile, 100 - percentile])
+    candidates = [np.abs(plane @ np.array([np.cos(a), np.sin(a)])) for a in (lo, hi)]
+    candidates = [v / np.linalg.norm(v) for v in candidates]
+    # The candidate nearer the default hematoxylin direction is hematoxylin.
+    if candidates[0] @ HEMATOXYLIN < candidates[1] @ HEMATOXYLIN:
+        candidates.reverse()
+    return candidates[0], candidates[1]
+
+
+def _angle_deg(a, b) -> float:
+    cosine = np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1)
+    return float(np.degrees(np.arccos(cosine)))
+
+
+def choose_stain_vectors(od: np.ndarray, setting) -> tuple[np.ndarray, str]:
+    """Stain matrix for a slide and how it was chosen.
+
+    ``setting`` is ``"default"`` (QuPath's H-DAB), ``"estimate"`` (Macenko, the defaults when the
+    slide shows too little of either stain), ``"auto"`` (the estimate where it lies within 25° of
+    the defaults, which guards against a slide with almost no DAB) or two explicit RGB vectors.
+    """
+    if isinstance(setting, (list, tuple)):
+        return stain_matrix(*setting), "given"
+    if setting == "default":
+        return stain_matrix(), "default"
+    found = estimate_stain_vectors(od)
+    if found is None:
+        return stain_matrix(), "default (too little stain to estimate)"
+    if setting == "auto" and max(_angle_deg(found[0], HEMATOXYLIN), _angle_deg(found[1], DAB)) > _MAX_STAIN_ANGLE_DEG:
+        return stain_matrix(), "default (estimate too far from H-DAB)"
+    if _angle_deg(found[0], found[1]) < 5:
+        return stain_matrix(), "default (stains not separable)"
+    return stain_matrix(*found), "estimated"
+
+
+def background_light(rgb: np.ndarray) -> np.ndarray:
+    """Light level ``I0`` per channel: the brightest pixels where the slide shows bare glass,
+    else 255 (an 8-bit camera's white), as QuPath assumes."""
+    flat = rgb.reshape(-1, rgb.shape[-1])[:, :3]
+    brightness = flat.mean(axis=1)
+    top = flat[brightness >= np.percentile(brightness, 99)]
+    estimate = np.median(top, axis=0)
+    return estimate if estimate.mean() >= 215 else np.full(3, 255.0)
+
+
+# --- tissue -------------------------------------------------------------------------------------
+
+def tissue_mask(density: np.ndarray, *, pixel_size_um: float, min_density: float,
+                min_area_um2: float = 2500.0) -> np.ndarray:
+    """Tissue in an overview image: where ``density`` (summed optical density for brightfield,
+    normalised nuclear signal for fluorescence) smoothed over about 10 µm exceeds
+    ``min_density``; specks smaller than ``min_area_um2`` dropped and holes that small filled."""
+    smooth = ndi.gaussian_filter(density, max(10.0 / pixel_size_um, 0.5))
+    mask = smooth > min_density
+    area_px = max(int(min_area_um2 / pixel_size_um ** 2), 1)
+    mask = morphology.remove_small_objects(mask, max_size=area_px)
+    return morphology.remove_small_holes(mask, max_size=area_px)
+
+
+def _fluorescence_density(nuclear: np.ndarray, *, pixel_size_um: float, nucleus_diameter_um: float):
+    """Nuclear signal smoothed over a few nuclei and scaled so that tissue is near 1 and empty
+    slide near 0; all ones where the image has no empty region (a field inside tissue)."""
+    smooth = ndi.gaussian_filter(nuclear, max(2 * nucleus_diameter_um / pixel_size_um, 0.5))
+    lo, hi = np.percentile(smooth, [1, 99])
+    if hi <= lo:
+        return np.ones_like(smooth)
+    otsu = filters.threshold_otsu(smooth)
+    dark, bright = smooth[smooth <= otsu], smooth[smooth > otsu]
+    if bright.size == 0 or dark.mean() - lo > 0.2 * (bright.mean() - lo):
+        return np.ones_like(smooth)
+    return (smooth - lo) / (bright.mean() - lo)
+
+
+# --- cells --------------------------------------------------------------------------------------
+
+def classify(values: np.ndarray, thresholds) -> np.ndarray:
+    """0 (negative), 1, 2 or 3 (+) per value, by the three ascending ``thresholds``."""
+    return np.searchsorted(np.asarray(thresholds, float), values, side="right").astype(np.int8)
+
+
+def measure_cells(nuclear: np.ndarray, marker: np.ndarray, tissue: np.ndarray, *, pixel_size_um: float,
+                  nucleus_diameter_um: float, cell_expansion_um: float, compartment: str) -> pd.DataFrame:
+    """Cells of one region: nuclei on ``nuclear`` inside ``tissue``, cells grown from them, the
+    mean of ``marker`` in each cell's ``compartment`` (``cytoplasm``, ``cell`` or ``nucleus``;
+    a cell whose cytoplasm ring is empty falls back to the whole cell).
+
+    Returns a table with ``y, x`` (nucleus centre, pixels), ``area_um2``, ``nucleus_area_um2``
+    and ``marker_mean``.
+    """
+    nuclei, cells = segment_nuclei_and_cells(np.where(tissue, nuclear, 0).astype(np.float32), None,
+                                             pixel_size_um=(pixel_size_um, pixel_size_um),
+                                             nucleus_diameter_um=nucleus_diameter_um,
+                                             cell_expansion_um=cell_expansion_um)
+    n = int(cells.max())
+    if n == 0:
+        return pd.DataFrame(columns=["y", "x", "area_um2", "nucleus_area_um2", "marker_mean"])
+    cytoplasm = np.where(nuclei > 0, 0, cells)
+    region = {"cytoplasm": cytoplasm, "cell": cells, "nucleus": nuclei}[compartment]
+    counts = np.bincount(region.ravel(), minlength=n + 1)
+    sums = np.bincount(region.ravel(), weights=marker.ravel(), minlength=n + 1)
+    cell_counts = np.bincount(cells.ravel(), minlength=n + 1)
+    cell_sums = np.bincount(cells.ravel(), weights=marker.ravel(), minlength=n + 1)
+    mean = np.where(counts > 0, sums / np.maximum(counts, 1), cell_sums / np.maximum(cell_counts, 1))
+    nucleus_counts = np.bincount(nuclei.ravel(), minlength=n + 1)
+    yy, xx = np.indices(nuclei.shape)
+    y = np.bincount(nuclei.ravel(), weights=yy.ravel(), minlength=n + 1) / np.maximum(nucleus_counts, 1)
+    x = np.bincount(nuclei.ravel(), weights=xx.ravel(), minlength=n + 1) / np.maximum(nucleus_counts, 1)
+    area = pixel_size_um ** 2
+    return pd.DataFrame({"y": y[1:], "x": x[1:], "area_um2": cell_counts[1:] * area,
+                         "nucleus_area_um2": nucleus_counts[1:] * area, "marker_mean": mean[1:]})
+
+
+# --- a whole section ----------------------------------------------------------------------------
+
+@dataclass
+class Overview:
+    """What the first pass over a section learns."""
+
+    factor: int  # overview pixel = factor x factor section pixels
+    image: np.ndarray  # (rows, columns, channels), block means
+    tissue: np.ndarray  # bool, overview pixels
+    light: np.ndarray | None = None  # brightfield I0 per channel
+    matrix: np.ndarray | None = None  # brightfield stain matrix
+    stain_source: str = ""
+    background: float = 1.0  # fluorescence: marker level of unstained tissue above ``dark``
+    dark: float = 0.0  # fluorescence: camera offset
+
+
+def _tiles(shape, size):
+    for y0 in range(0, shape[0], size):
+        for x0 in range(0, shape[1], size):
+            yield y0, min(y0 + size, shape[0]), x0, min(x0 + size, shape[1])
+
+
+def overview(section: Section, *, roles: dict[str, int], pixel_size_um: float, options: dict) -> Overview:
+    """First pass: a block-averaged overview of the section and what follows from it."""
+    factor = max(1, math.ceil(max(section.shape) / _THUMB_SIDE))
+    rows, cols = (math.ceil(n / factor) for n in section.shape)
+    image = np.zeros((rows, cols, len(section.channel_names)), np.float32)
+    step = factor * max(1, 2048 // factor)
+    for y0, y1, x0, x1 in _tiles(section.shape, step):
+        block = section.read(y0, y1, x0, x1)
+        image[y0 // factor: math.ceil(y1 / factor), x0 // factor: math.ceil(x1 / factor)] = block_reduce_mean(
+            block, (factor, factor, 1))[0]
+    size = pixel_size_um * factor
+    if section.brightfield:
+        light = background_light(image)
+        od = optical_density(image, light)
+        tissue = tissue_mask(od.sum(axis=-1), pixel_size_um=size, min_density=options["tissue_min_od"])
+        matrix, source = choose_stain_vectors(od[tissue], options["stain_vectors"])
+        return Overview(factor, image, tissue, light, matrix, source)
+    nuclear, marker = image[..., roles["nuclei"]], image[..., roles["marker"]]
+    density = _fluorescence_density(nuclear, pixel_size_um=size, nucleus_diameter_um=options["nucleus_diameter_um"])
+    tissue = tissue_mask(density, pixel_size_um=size, min_density=0.3)
+    # The camera's offset, measured on bare slide where there is some; none can be told apart
+    # inside tissue, so a field without bare slide is taken as offset-free.
+    dark = float(np.median(marker[~tissue])) if np.mean(~tissue) > 0.01 else 0.0
+    background = (float(np.median(marker[tissue])) if tissue.any() else float(np.median(marker))) - dark
+    if background <= 0:
+        raise io.InputError("the marker channel is empty (no signal above the slide's dark level in the tissue)")
+    return Overview(factor, image, tissue, background=background, dark=dark)
+
+
+def _channels_of(region: np.ndarray, view: Overview, roles, *, pixel_size_um: float, options: dict):
+    """(nuclear, marker) of a region: stain amounts for brightfield, channels for fluorescence
+    (the marker as fold over unstained tissue)."""
+    if view.matrix is not None:
+        stains = deconvolve(optical_density(region, view.light), view.matrix)
+        return stains[..., 0], stains[..., 1]
+    return region[..., roles["nuclei"]], (region[..., roles["marker"]] - view.dark) / view.background
+
+
+def analyse_section(section: Section, *, roles: dict[str, int] | None = None, pixel_size_um: float,
+                    options: dict, marker: str = ""):
+    """Cells, summary and overview of a whole section, tile by tile.
+
+    Returns ``(cells, summary, view)``: the per-cell table (section pixel coordinates), the
+    one-row ``summary.csv`` table and the :class:`Overview`.
+    """
+    options = {**DEFAULTS, **options}
+    roles = roles or {}
+    view = overview(section, roles=roles, pixel_size_um=pixel_size_um, options=options)
+    thresholds = options["dab_thresholds"] if section.brightfield else options["fluorescence_thresholds"]
+    tile = int(options["tile_px"])
+    margin = math.ceil((options["nucleus_diameter_um"] + 2 * options["cell_expansion_um"]) / pixel_size_um)
+    pixel_sigma = max(0.5 / pixel_size_um, 0.5)  # positive pixels: marker smoothed over ~0.5 µm
+    tables, positive_px, tissue_px = [], 0, 0
+    f = view.factor
+    for y0, y1, x0, x1 in _tiles(section.shape, tile):
+        if not view.tissue[y0 // f: math.ceil(y1 / f), x0 // f: math.ceil(x1 / f)].any():
+            continue
+        ry0, ry1 = max(0, y0 - margin), min(section.shape[0], y1 + margin)
+        rx0, rx1 = max(0, x0 - margin), min(section.shape[1], x1 + margin)
+        region = section.read(ry0, ry1, rx0, rx1)
+        tissue = view.tissue[np.arange(ry0, ry1)[:, None] // f, np.arange(rx0, rx1)[None, :] // f]
+        nuclear, stain = _channels_of(region, view, roles, pixel_size_um=pixel_size_um, options=options)
+        cells = measure_cells(nuclear, stain, tissue, pixel_size_um=pixel_size_um,
+                              nucleus_diameter_um=options["nucleus_diameter_um"],
+                              cell_expansion_um=options["cell_expansion_um"], compartment=options["compartment"])
+        cells["y"] += ry0
+        cells["x"] += rx0
+        inside = cells["y"].between(y0 - 0.5, y1 - 0.5, inclusive="left") & cells["x"].between(
+            x0 - 0.5, x1 - 0.5, inclusive="left")
+        tables.append(cells[inside])
+        core = (slice(y0 - ry0, y1 - ry0), slice(x0 - rx0, x1 - rx0))
+        smooth = ndi.gaussian_filter(stain, pixel_sigma)[core]
+        tissue_core = tissue[core]
+        positive_px += int(np.count_nonzero(smooth[tissue_core] > thresholds[0]))
+        tissue_px += int(np.count_nonzero(tissue_core))
+    cells = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+        columns=["y", "x", "area_um2", "nucleus_area_um2", "marker_mean"])
+    cells.insert(0, "cell_id", np.arange(1, len(cells) + 1))
+    cells["class"] = classify(cells["marker_mean"].to_numpy(float), thresholds)
+    cells["positive"] = cells["class"] > 0
+    tissue_mm2 = tissue_px * pixel_size_um ** 2 / 1e6
+    summary = summarise(cells["class"].to_numpy(), tissue_area_mm2=tissue_mm2,
+                        positive_area_fraction=positive_px / tissue_px if tissue_px else np.nan, marker=marker)
+    return cells[CELL_COLUMNS], summary, view
+
+
+def summarise(classes: np.ndarray, *, tissue_area_mm2: float, positive_area_fraction: float,
+              marker: str = "") -> pd.DataFrame:
+    """The one-row ``summary.csv`` from per-cell classes (0-3)."""
+    counts = np.bincount(np.asarray(classes, int), minlength=4)[:4]
+    n = int(counts.sum())
+    n_positive = int(counts[1:].sum())
+    pct = 100.0 * counts / n if n else np.full(4, np.nan)
+    return pd.DataFrame([{
+        "marker": marker, "n_cells": n, "n_positive": n_positive,
+        "positive_pct": 100.0 * n_positive / n if n else np.nan,
+        "positive_cells_per_mm2": n_positive / tissue_area_mm2 if tissue_area_mm2 > 0 else np.nan,
+        "dab_area_fraction": positive_area_fraction,
+        "h_score": float(pct[1] + 2 * pct[2] + 3 * pct[3]),
+        "tissue_area_mm2": tissue_area_mm2,
+        "n_1plus": int(counts[1]), "n_2plus": int(counts[2]), "n_3plus": int(counts[3]),
+    }], columns=SUMMARY_COLUMNS)
+
+
+# --- one sample ---------------------------------------------------------------------------------
+
+def resolve_roles(section: Section, mapping: dict) -> dict[str, int]:
+    """Channel index of ``nuclei`` and ``marker`` in a fluorescence section."""
+    image = io.Image(np.zeros((1, len(section.channel_names), 1, 1, 1)), section.channel_names)
+    roles = {}
+    for role in ("nuclei", "marker"):
+        if mapping.get(role) is None:
+            raise io.InputError(f"a fluorescence section needs a {role} channel (histology.channels.{role})")
+        roles[role] = io.resolve_channel(image, mapping[role], role=role)
+    if roles["nuclei"] == roles["marker"]:
+        raise io.InputError("the nuclei and marker channels are the same channel")
+    return roles
+
+
+def _pixel_size(section: Section, override, fallback) -> float:
+    """Pixel size from the sheet, else the file, else the config."""
+    given = parse_pixel_size(override)
+    if given:
+        return given[-1]
+    if section.pixel_size_um:
+        return section.pixel_size_um
+    fallback = parse_pixel_size(fallback)
+    if fallback:
+        return fallback[-1]
+    raise io.InputError("the file does not state its pixel size; give pixel_size_um in the sample sheet "
+                        "or histology.pixel_size_um in the config")
+
+
+def process_sample(*, sample: str, path, options: dict, outputs: dict, marker: str = "",
+                   channels: str | None = None, pixel_size_um=None) -> dict:
+    """Read, analyse and write one histology sample (``summary``, ``cells``, ``metrics``, ``qc``).
+
+    Whatever goes wrong, every output is written and ``metrics["status"]`` says what happened.
+    """
+    options = {**DEFAULTS, **options}
+    try:
+        section = open_section(path)
+        try:
+            size = _pixel_size(section, pixel_size_um, options["pixel_size_um"])
+            roles = None if section.brightfield else resolve_roles(
+                section, parse_channels(channels, roles=("nuclei", "marker")) or options["channels"])
+            cells, summary, view = analyse_section(section, roles=roles, pixel_size_um=size, options=options,
+                                                   marker=marker or "")
+        finally:
+            section.close()
+    except io.InputError as exc:
+        return _write_failure(sample, str(exc), outputs)
+    except Exception as exc:  # a bug or an unforeseen input: record it, keep the run going
+        log.exception("sample %s failed", sample)
+        return _write_failure(sample, f"analysis failed ({type(exc).__name__}: {exc})", outputs)
+    if summary["n_cells"].iloc[0] == 0:
+        return _write_failure(sample, "no cells found in the tissue (is the pixel size right, "
+                                      f"{size:g} µm?)", outputs)
+    io.write_table(cells, outputs["cells"])
+    io.write_table(summary, outputs["summary"])
+    row = summary.iloc[0]
+    title = (f"{sample} {marker}: {row['n_cells']:.0f} cells, {row['positive_pct']:.1f}% positive, "
+             f"{row['positive_cells_per_mm2']:.0f}/mm², H-score {row['h_score']:.0f}")
+    io.write_png(qc.histology_overlay(view.image, view.tissue, cells, factor=view.factor,
+                                      brightfield=section.brightfield, roles=roles, title=title), outputs["qc"])
+    metrics = {"sample": sample, "status": "ok", **{k: row[k] for k in SUMMARY_COLUMNS if k != "marker"},
+               "marker": marker, "pixel_size_um": size, "shape_yx": list(section.shape),
+               "kind": "brightfield" if section.brightfield else "fluorescence",
+               "stain_vectors": view.stain_source or None,
+               "stain_matrix": view.matrix.tolist() if view.matrix is not None else None}
+    io.write_json(metrics, outputs["metrics"])
+    return metrics
+
+
+def _write_failure(sample: str, reason: str, outputs: dict) -> dict:
+    log.error("sample %s: %s", sample, reason)
+    io.write_table(pd.DataFrame(columns=CELL_COLUMNS), outputs["cells"])
+    io.write_table(pd.DataFrame(columns=SUMMARY_COLUMNS), outputs["summary"])
+    io.write_png(qc.message_image(f"{sample}: FAILED", reason), outputs["qc"])
+    metrics = {"sample": sample, "status": f"error: {reason}"}
+    io.write_json(metrics, outputs["metrics"])
+    return metrics
