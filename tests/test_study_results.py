@@ -32,14 +32,22 @@ def test_tables_and_plots(demo_run):
     tables = demo_run / "results" / "tables"
     samples = pd.read_csv(tables / "samples.csv")
     pd.testing.assert_frame_equal(pd.read_parquet(tables / "samples.parquet"), samples, check_dtype=False)
-    subjects = pd.read_csv(tables / "subjects.csv")
-    assert len(subjects) == len(samples) and (subjects["n_samples"] == 1).all()
+    subjects = pd.read_csv(tables / "subjects.csv").set_index("subject")
+    # A mouse's CD206 and NOS2 sections are one subject with both markers and their ratio.
+    assert len(subjects) == samples["subject"].nunique()
+    mouse = subjects.loc["m4"]
+    assert mouse["n_samples"] == 2
+    assert mouse["m2_m1_ratio"] == pytest.approx(
+        mouse["CD206_positive_cells_per_mm2"] / mouse["NOS2_positive_cells_per_mm2"])
     groups = pd.read_csv(tables / "groups.csv")
     uptake = groups[groups["metric"] == "puncta_per_cell_mean"].set_index("group")
     assert uptake.loc["exosome", "n"] == 5 and uptake.loc["PBS", "n"] == 4
     assert uptake.loc["exosome", "p_value"] < 0.05 and uptake.loc["exosome", "effect_size"] == 1.0
-    for suffix in ("png", "svg"):
-        assert (demo_run / "results" / "plots" / f"fluorescence.{suffix}").stat().st_size > 10_000
+    ratio = groups[groups["metric"] == "m2_m1_ratio"].set_index("group")
+    assert ratio.loc["exosome", "mean"] > 2 * ratio.loc["PBS", "mean"]
+    for modality in ("fluorescence", "histology"):
+        for suffix in ("png", "svg"):
+            assert (demo_run / "results" / "plots" / f"{modality}.{suffix}").stat().st_size > 10_000
 
 
 def _chromium():
@@ -85,7 +93,7 @@ def test_reruns_recompute_exactly_what_changed(demo_run):
     assert planned_jobs(work) == {}
     # A statistics setting: only the statistics, the plots and the provenance.
     assert planned_jobs(work, "--config", "control_group=exosome") == {
-        "compare_groups": 1, "plot_groups": 1, "record_provenance": 1, "all": 1}
+        "compare_groups": 1, "plot_groups": 2, "record_provenance": 1, "all": 1}
     # One raw image replaced: that sample and what aggregates it.
     image = work / "demo" / "images" / "PBS" / "pbs_w2.ome.tif"
     before, original = image.stat(), image.read_bytes()
@@ -97,7 +105,7 @@ def test_reruns_recompute_exactly_what_changed(demo_run):
         write_ome_tiff(image, data, axes="CYX", channel_names=CHANNELS, pixel_size_um=(1, PIXEL_SIZE_UM, PIXEL_SIZE_UM))
         assert planned_jobs(work) == {
             "analyse_fluorescence": 1, "aggregate_samples": 1, "summarise_subjects": 1, "compare_groups": 1,
-            "plot_groups": 1, "record_provenance": 1, "all": 1}
+            "plot_groups": 2, "record_provenance": 1, "all": 1}
     finally:
         image.write_bytes(original)
         os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))

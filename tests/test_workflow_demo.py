@@ -10,7 +10,8 @@ from exotrack.evaluate import match_labels, match_points
 
 STILLS = ["pbs_w1", "pbs_w2", "pbs_w3", "pbs_w4", "exo_w1", "exo_w2", "exo_w3", "exo_w4", "exo_z1"]
 MOVIES = ["live_w1", "live_w2"]
-DEMO_SAMPLES = STILLS + MOVIES
+SECTIONS = [f"m{i}_{marker}" for i in range(1, 7) for marker in ("CD206", "NOS2")]
+DEMO_SAMPLES = STILLS + MOVIES + SECTIONS
 
 
 def _truth(run, sample):
@@ -26,7 +27,7 @@ def test_samples_table_lists_every_sample_ok(demo_run):
     for column in ["sample", "modality", "group", "subject", "timepoint", "marker", "status", "n_cells",
                    "pct_exosome_positive_cells", "puncta_per_cell_mean", "exosome_intensity_per_cell_mean"]:
         assert column in table.columns
-    by_group = table.groupby("group")["puncta_per_cell_mean"].mean()
+    by_group = table[table["modality"] == "fluorescence"].groupby("group")["puncta_per_cell_mean"].mean()
     assert by_group["exosome"] > 10 * by_group["PBS"]
 
 
@@ -118,7 +119,8 @@ def test_demo_is_deterministic(tmp_path):
         subprocess.run([sys.executable, "-m", "exotrack.cli", "demo", str(tmp_path / name), "--seed", "3"],
                        check=True, capture_output=True)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert len(files) == 1 + 4 * len(STILLS) + 4 + 2  # sheet; image and truth per sample
+    # sheet; image and truth per sample
+    assert len(files) == 1 + 4 * len(STILLS) + 4 + 2 + 3 * len(SECTIONS)
     for rel in files:
         a, b = tmp_path / "a" / rel, tmp_path / "b" / rel
         if rel.suffix == ".tif":  # OME-XML carries a fresh UUID; the pixels must agree
@@ -166,3 +168,18 @@ def test_movies_are_tracked_against_ground_truth(demo_run, sample):
         assert len(cells) == 4 and (cells["n_frames"] == 40).all()  # four static cells, whole movie
         assert summary["location"].isin(["inside", "at_cell", "outside"]).all()
         assert 0 <= row["pct_internalised_tracks"] <= 100
+
+
+@pytest.mark.parametrize("sample", SECTIONS)
+def test_sections_against_ground_truth(demo_run, sample):
+    truth = json.loads((demo_run / "demo" / "truth" / sample / "summary.json").read_text())
+    summary = pd.read_csv(demo_run / "results" / "histology" / sample / "summary.csv").iloc[0]
+    assert summary["marker"] == sample.split("_")[1]
+    assert abs(summary["positive_pct"] - truth["positive_pct"]) <= 3.0
+    assert abs(summary["h_score"] - truth["h_score"]) <= 0.10 * truth["h_score"]
+    assert summary["tissue_area_mm2"] == pytest.approx(truth["tissue_area_mm2"], rel=0.05)
+    cells = pd.read_csv(demo_run / "results" / "histology" / sample / "cells.csv")
+    true_cells = pd.read_csv(demo_run / "demo" / "truth" / sample / "cells.csv")
+    _, _, _, f1 = match_points(cells[["y", "x"]].to_numpy(), true_cells[["y", "x"]].to_numpy(), radius=4)
+    assert f1 >= 0.9, f"{sample}: cell detection F1 {f1:.3f}"
+    assert summary["n_positive"] == cells["positive"].sum()

@@ -9,35 +9,70 @@ import pandas as pd
 
 from .fluorescence import HEADLINE as FLUORESCENCE_HEADLINE
 from .fluorescence import TIMELAPSE_HEADLINE
+from .bli import HEADLINE as BLI_HEADLINE
 from .histology import HEADLINE as HISTOLOGY_HEADLINE
 
 ID_COLUMNS = ["sample", "modality", "group", "subject", "timepoint", "marker", "status"]
-HEADLINE = {"fluorescence": FLUORESCENCE_HEADLINE + TIMELAPSE_HEADLINE, "histology": HISTOLOGY_HEADLINE}
+HEADLINE = {"fluorescence": FLUORESCENCE_HEADLINE + TIMELAPSE_HEADLINE, "bli": BLI_HEADLINE,
+            "histology": HISTOLOGY_HEADLINE}
 
 
 def sample_table(sheet: pd.DataFrame, metrics: list[dict]) -> pd.DataFrame:
     """``samples.csv``: the sheet's identifying columns, each sample's ``status`` and its
     headline metrics (empty where a metric does not apply to the sample's modality).
 
-    Samples of a modality this version cannot analyse are listed with a status that says so.
+    An acquisition of several mice (BLI) gives one row per mouse: the same ``sample``, each
+    mouse's ``subject`` (and ``group``, where the sheet lists one per mouse). Samples of a
+    modality this version cannot analyse are listed with a status that says so.
     """
     by_sample = {m["sample"]: m for m in metrics}
     rows = []
     for _, row in sheet.iterrows():
         record = {c: row.get(c, "") for c in ID_COLUMNS if c != "status"}
         found = by_sample.get(row["sample"])
-        if found is not None:
-            record["status"] = found["status"]
-            record.update({k: found.get(k) for k in HEADLINE.get(row["modality"], [])})
-        elif row["modality"] not in HEADLINE:
-            record["status"] = f"not analysed: modality {row['modality']!r} is not supported by this version"
-        else:
-            record["status"] = "error: no result was produced"
-        rows.append(record)
+        if found is None:
+            record["status"] = (f"not analysed: modality {row['modality']!r} is not supported by this version"
+                                if row["modality"] not in HEADLINE else "error: no result was produced")
+            rows.append(record)
+            continue
+        record["status"] = found["status"]
+        animals = found.get("animals") or [found]
+        groups = _per_animal(record["group"], len(animals))
+        for animal, group in zip(animals, groups):
+            entry = {**record, "group": group, "status": animal.get("status", found["status"])}
+            if "animals" in found:
+                entry["subject"] = animal["subject"]
+            entry.update({k: animal.get(k) for k in HEADLINE.get(row["modality"], [])})
+            rows.append(entry)
     columns = ID_COLUMNS + all_metrics()
     table = pd.DataFrame(rows, columns=columns)
     table["timepoint"] = pd.to_numeric(table["timepoint"], errors="coerce")
     return table
+
+
+def _per_animal(value, n: int) -> list:
+    """A sheet cell listing one entry per mouse (``PBS;PBS;exosome``), or one for all."""
+    parts = [p.strip() for p in str(value).split(";")] if isinstance(value, str) and ";" in value else None
+    return parts if parts and len(parts) == n else [value] * n
+
+
+def bli_rois(sheet: pd.DataFrame, paths: dict) -> pd.DataFrame:
+    """Every BLI acquisition's ROI rows with the mouse's group and the acquisition's timepoint
+    and sample; ``paths`` maps sample to its ``rois.csv``."""
+    tables = []
+    indexed = sheet.set_index("sample")
+    for sample, path in paths.items():
+        rois = pd.read_csv(path)
+        if rois.empty:
+            continue
+        row = indexed.loc[sample]
+        subjects = [s.strip() for s in str(row.get("subject") or "").split(";") if s.strip()]
+        groups = dict(zip(subjects, _per_animal(row.get("group", ""), len(subjects))))
+        rois["group"] = rois["subject"].astype(str).map(groups).fillna(row.get("group", ""))
+        rois["timepoint"] = row.get("timepoint")
+        rois["sample"] = sample
+        tables.append(rois)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def all_metrics() -> list[str]:

@@ -17,6 +17,7 @@ import tifffile
 from scipy import ndimage as ndi
 from scipy.special import erf
 
+from .demo_bli import write_demo_acquisitions
 from .demo_histology import write_demo_sections
 
 CHANNELS = ["Hoechst", "CD63-RFP", "CellMask"]
@@ -288,7 +289,8 @@ def write_demo(directory, *, seed: int = 0) -> Path:
 
     Eight 2-D wells (PBS and exosome-treated, four each, with different uptake across the exosome
     wells; one well per group analysed without its cell stain), one 3-D stack and two
-    time-lapses (one over cells at SNR 4, one of the CD63 channel alone at SNR 7), twelve IHC
+    time-lapses (one over cells at SNR 4, one of the CD63 channel alone at SNR 7), IVIS acquisitions
+    of six mice over three weeks (see :func:`exotrack.demo_bli.write_demo_acquisitions`), twelve IHC
     lymph-node sections (CD206 and NOS2 for three mice per group), each as a real file with
     metadata, and the ground truth of every object under ``truth/<sample>/``.
     """
@@ -337,6 +339,7 @@ def write_demo(directory, *, seed: int = 0) -> Path:
         rows.append({"sample": sample, "modality": "fluorescence", "group": group, "subject": sample,
                      "timepoint": 24, "marker": "CD63-RFP", "path": rel.as_posix(),
                      "channels": "" if with_cells else "exosomes=CD63-RFP"})
+    rows += write_demo_acquisitions(directory, seed=seed)
     rows += write_demo_sections(directory, seed=seed)
     sheet = directory / "samples.tsv"
     pd.DataFrame(rows).to_csv(sheet, sep="\t", index=False)

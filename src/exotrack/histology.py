@@ -62,7 +62,7 @@ DEFAULTS = {
     "m1_marker": "NOS2",
 }
 
-_THUMB_SIDE = 2048  # longest side of the overview that tissue detection and QC use
+_THUMB_SIDE = 1024  # longest side of the overview that tissue detection and QC use
 _SUFFIXES_PIL = {".jpg", ".jpeg", ".png", ".bmp"}
 # Estimated stain vectors further than this from the defaults are taken for a failed estimate.
 _MAX_STAIN_ANGLE_DEG = 25.0
@@ -333,7 +333,7 @@ def overview(section: Section, *, roles: dict[str, int], pixel_size_um: float, o
     factor = max(1, math.ceil(max(section.shape) / _THUMB_SIDE))
     rows, cols = (math.ceil(n / factor) for n in section.shape)
     image = np.zeros((rows, cols, len(section.channel_names)), np.float32)
-    step = factor * max(1, 2048 // factor)
+    step = factor * max(1, 1024 // factor)
     for y0, y1, x0, x1 in _tiles(section.shape, step):
         block = section.read(y0, y1, x0, x1)
         image[y0 // factor: math.ceil(y1 / factor), x0 // factor: math.ceil(x1 / factor)] = block_reduce_mean(
@@ -493,13 +493,17 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, marker: s
              f"{row['positive_cells_per_mm2']:.0f}/mm², H-score {row['h_score']:.0f}")
     io.write_png(qc.histology_overlay(view.image, view.tissue, cells, factor=view.factor,
                                       brightfield=section.brightfield, roles=roles, title=title), outputs["qc"])
-    metrics = {"sample": sample, "status": "ok", **{k: row[k] for k in SUMMARY_COLUMNS if k != "marker"},
+    metrics = {"sample": sample, "status": "ok", **{k: _plain(row[k]) for k in SUMMARY_COLUMNS if k != "marker"},
                "marker": marker, "pixel_size_um": size, "shape_yx": list(section.shape),
                "kind": "brightfield" if section.brightfield else "fluorescence",
                "stain_vectors": view.stain_source or None,
                "stain_matrix": view.matrix.tolist() if view.matrix is not None else None}
     io.write_json(metrics, outputs["metrics"])
     return metrics
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _write_failure(sample: str, reason: str, outputs: dict) -> dict:

@@ -22,7 +22,13 @@ LABELS = {
     "dab_area_fraction": "positive area fraction",
     "h_score": "H-score",
     "m2_m1_ratio": "M2/M1 ratio (positive cells per mm²)",
+    "tumor_total_flux_p_s": "tumour total flux (p/s)",
+    "tumor_avg_radiance": "tumour radiance (p/s/cm²/sr)",
+    "lymph_node_total_flux_p_s": "lymph-node total flux (p/s)",
+    "lymph_node_avg_radiance": "lymph-node radiance (p/s/cm²/sr)",
 }
+# Photon counts span decades: these are drawn on a log axis.
+_LOG_SUFFIXES = ("_flux_p_s", "_radiance")
 
 
 def label(metric: str) -> str:
@@ -53,6 +59,8 @@ def group_figure(values: pd.DataFrame, groups: pd.DataFrame, metrics: list[str],
         data = values[values["metric"] == metric]
         if data["timepoint"].nunique() > 1:
             _curves(ax, data, order, colours)
+            if metric.endswith(_LOG_SUFFIXES) and (data["value"] > 0).all():
+                ax.set_yscale("log")
         else:
             _boxes(ax, data, order, colours, groups[(groups["metric"] == metric)])
         ax.set_title(label(metric), fontsize=9)

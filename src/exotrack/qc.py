@@ -92,7 +92,7 @@ def histology_overlay(overview: np.ndarray, tissue: np.ndarray, cells, *, factor
     ``overview`` is the section block-averaged by ``factor`` and ``tissue`` its tissue mask;
     ``cells`` has ``y, x`` in section pixels and ``class``.
     """
-    step = max(1, int(np.ceil(max(tissue.shape) / _MAX_SIDE)))
+    step = max(1, round(max(tissue.shape) / _MAX_SIDE))
     small = block_reduce_mean(overview, (step, step, 1))[0]
     mask = tissue[::step, ::step][: small.shape[0], : small.shape[1]]
     if brightfield:
@@ -110,6 +110,48 @@ def histology_overlay(overview: np.ndarray, tissue: np.ndarray, cells, *, factor
     r = 2 if len(cells) < 20000 else 1
     for y, x, k in zip((cells["y"] + 0.5) * scale - 0.5, (cells["x"] + 0.5) * scale - 0.5, cells["class"]):
         draw.ellipse((x - r, y - r, x + r, y + r), fill=_CLASS_COLOURS[int(k)])
+    return _header(np.asarray(image), title)
+
+
+def bli_overlay(radiance: np.ndarray, photograph: np.ndarray | None, rois, table, *, pixel_area_cm2: float,
+                title: str = "") -> np.ndarray:
+    """Living Image-style overlay: the photograph in grey, radiance above a thousandth of its peak
+    in a logarithmic colour scale (colour bar in p/s/cm²/sr on the right), ROI outlines with
+    their names and total flux."""
+    from matplotlib import colormaps
+
+    shape = radiance.shape
+    zoom = max(1, _MIN_SIDE // max(shape))
+    grey = _stretch(photograph) if photograph is not None else np.zeros(shape, np.float32)
+    rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
+    top = float(np.percentile(radiance, 99.95))
+    low = top / 1000 if top > 0 else 1.0
+    shown = radiance > low
+    scale = np.clip((np.log10(np.maximum(radiance, low)) - np.log10(low)) / max(np.log10(top / low), 1e-9), 0, 1)
+    colour = colormaps["turbo"](scale)[..., :3]
+    rgb[shown] = 0.35 * rgb[shown] + 0.65 * colour[shown]
+    for roi in rois:
+        rgb[find_boundaries(roi.pixels(shape), mode="inner")] = (1.0, 1.0, 1.0)
+    rgb = rgb.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    bar_width = 90
+    canvas = np.zeros((rgb.shape[0], rgb.shape[1] + bar_width, 3), np.float32)
+    canvas[:, : rgb.shape[1]] = rgb
+    ramp = colormaps["turbo"](np.linspace(1, 0, rgb.shape[0] - 20))[:, :3]
+    canvas[10:-10, rgb.shape[1] + 8: rgb.shape[1] + 24] = ramp[:, None, :]
+    image = Image.fromarray((canvas * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    for k in range(4):  # decade ticks, top to bottom
+        value = top / 10 ** k
+        y = 10 + (rgb.shape[0] - 20) * k / 3
+        draw.text((rgb.shape[1] + 28, y - 5), f"{value:.1e}", fill=(230, 230, 230), font=font)
+    draw.text((rgb.shape[1] + 4, rgb.shape[0] - 10), "p/s/cm²/sr", fill=(230, 230, 230), font=font)
+    for roi, row in zip(rois, table.itertuples()):
+        if roi.name == "background":
+            continue
+        label = f"{roi.subject + ' ' if roi.subject else ''}{roi.name} {row.total_flux_p_s:.2e}"
+        draw.text(((roi.xc + roi.width / 2) * zoom + 3, (roi.yc - roi.height / 2) * zoom), label,
+                  fill=(255, 255, 255), font=font)
     return _header(np.asarray(image), title)
 
 

@@ -88,7 +88,7 @@ def sample_field(column):
 
 
 # Modalities this version analyses; each has a rule writing results/<modality>/<sample>/metrics.json.
-MODALITIES = ("fluorescence", "histology")
+MODALITIES = ("fluorescence", "bli", "histology")
 
 
 def metrics_files():
@@ -107,5 +107,7 @@ def marker_ratio():
 
 def all_outputs():
     tables = [f"{RESULTS}/tables/{name}.csv" for name in ("samples", "subjects", "groups")]
+    if samples_of("bli"):
+        tables.append(f"{RESULTS}/tables/timecourse.csv")
     plots = expand(f"{RESULTS}/plots/{{modality}}.png", modality=analysed_modalities())
     return tables + plots + [f"{RESULTS}/provenance/versions.json"]
