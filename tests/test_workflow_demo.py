@@ -11,7 +11,9 @@ from exotrack.evaluate import match_labels, match_points
 STILLS = ["pbs_w1", "pbs_w2", "pbs_w3", "pbs_w4", "exo_w1", "exo_w2", "exo_w3", "exo_w4", "exo_z1"]
 MOVIES = ["live_w1", "live_w2"]
 SECTIONS = [f"m{i}_{marker}" for i in range(1, 7) for marker in ("CD206", "NOS2")]
-DEMO_SAMPLES = STILLS + MOVIES + SECTIONS
+ACQUISITIONS = ["m1_d7", "m1_d14", "m1_d21", "m1_d21_long", "m2_d7", "m2_d14", "m2_d21", "m2_d21_b8",
+                "m3_d7", "m3_d14", "m3_d21", "m4_d7", "m4_d14", "m5_d7", "m5_d14", "m6_d7", "m6_d14", "m4-m6_d21"]
+DEMO_SAMPLES = STILLS + MOVIES + ACQUISITIONS + SECTIONS
 
 
 def _truth(run, sample):
@@ -22,8 +24,12 @@ def _truth(run, sample):
 
 def test_samples_table_lists_every_sample_ok(demo_run):
     table = pd.read_csv(demo_run / "results" / "tables" / "samples.csv")
-    assert table["sample"].tolist() == DEMO_SAMPLES
-    assert (table["status"] == "ok").all(), table[["sample", "status"]]
+    # The three mice imaged together are one row each.
+    assert table["sample"].tolist() == DEMO_SAMPLES + ["m4-m6_d21"] * 2
+    assert table.loc[table["sample"] == "m4-m6_d21", "subject"].tolist() == ["m4", "m5", "m6"]
+    saturated = table["sample"] == "m1_d21_long"
+    assert table.loc[saturated, "status"].str.startswith("saturated: raw counts at the camera's ceiling in tumor").all()
+    assert (table.loc[~saturated, "status"] == "ok").all(), table[["sample", "status"]]
     for column in ["sample", "modality", "group", "subject", "timepoint", "marker", "status", "n_cells",
                    "pct_exosome_positive_cells", "puncta_per_cell_mean", "exosome_intensity_per_cell_mean"]:
         assert column in table.columns
@@ -120,7 +126,10 @@ def test_demo_is_deterministic(tmp_path):
                        check=True, capture_output=True)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     # sheet; image and truth per sample
-    assert len(files) == 1 + 4 * len(STILLS) + 4 + 2 + 3 * len(SECTIONS)
+    # IVIS folders: two text files and three TIFFs each, some with rois.csv; truth: rois.csv each
+    ivis = [p for p in (tmp_path / "a" / "ivis").rglob("*") if p.is_file()]
+    assert len(ivis) == 5 * len(ACQUISITIONS) + sum(p.name == "rois.csv" for p in ivis)
+    assert len(files) == 1 + 4 * len(STILLS) + 4 + 2 + 3 * len(SECTIONS) + len(ivis) + len(ACQUISITIONS)
     for rel in files:
         a, b = tmp_path / "a" / rel, tmp_path / "b" / rel
         if rel.suffix == ".tif":  # OME-XML carries a fresh UUID; the pixels must agree
@@ -183,3 +192,49 @@ def test_sections_against_ground_truth(demo_run, sample):
     _, _, _, f1 = match_points(cells[["y", "x"]].to_numpy(), true_cells[["y", "x"]].to_numpy(), radius=4)
     assert f1 >= 0.9, f"{sample}: cell detection F1 {f1:.3f}"
     assert summary["n_positive"] == cells["positive"].sum()
+
+
+def _bli_errors(run):
+    """Per ROI of every demo acquisition: measured against true flux."""
+    rows = []
+    for sample in ACQUISITIONS:
+        rois = pd.read_csv(run / "results" / "bli" / sample / "rois.csv")
+        truth = pd.read_csv(run / "demo" / "truth" / sample / "rois.csv")
+        rows.append(rois.merge(truth[["subject", "roi", "total_flux_p_s"]], on=["subject", "roi"],
+                               suffixes=("", "_true")).assign(sample=sample))
+    table = pd.concat(rows, ignore_index=True)
+    for column in ("total_flux_p_s", "bkg_corrected_flux_p_s"):
+        table[f"{column}_error"] = table[column] / table["total_flux_p_s_true"] - 1
+    return table
+
+
+def test_bli_flux_against_ground_truth(demo_run):
+    table = _bli_errors(demo_run)
+    assert set(table["source"]) == {"rois.csv", "AnalyzedClickInfo.txt", "auto"}
+    assert table.loc[table["sample"] == "m1_d21_long", "saturated"].any()
+    ok = table[~table["saturated"]]
+    given = ok[ok["source"] != "auto"]
+    auto = ok[ok["source"] == "auto"]
+    tumours = given[given["roi"] == "tumor"]
+    assert (tumours["total_flux_p_s_error"].abs() <= 0.02).all(), tumours
+    # Lymph nodes sit on the body's autoluminescence: their background-corrected flux is the
+    # measure, where the node outshines it (flux >= 1e6 p/s).
+    nodes = given[(given["roi"] == "lymph_node") & (given["total_flux_p_s_true"] >= 1e6)]
+    assert len(nodes) >= 2 and (nodes["bkg_corrected_flux_p_s_error"].abs() <= 0.02).all(), nodes
+    bright = auto[(auto["roi"] == "tumor") | (auto["total_flux_p_s_true"] >= 2e5)]
+    assert len(bright) >= 10 and (bright["bkg_corrected_flux_p_s_error"].abs() <= 0.10).all(), bright
+
+
+def test_bli_timecourse_and_growth_curves(demo_run):
+    course = pd.read_csv(demo_run / "results" / "tables" / "timecourse.csv")
+    tumour = course[(course["subject"] == "m3") & (course["roi"] == "tumor")].sort_values("timepoint")
+    assert tumour["timepoint"].tolist() == [7, 14, 21]
+    assert tumour["fold_change"].iloc[0] == 1.0
+    assert tumour["fold_change"].iloc[-1] == pytest.approx(
+        tumour["total_flux_p_s"].iloc[-1] / tumour["total_flux_p_s"].iloc[0])
+    assert set(course.loc[course["subject"] == "m5", "group"]) == {"exosome"}
+    assert "background" not in set(course["roi"])
+    groups = pd.read_csv(demo_run / "results" / "tables" / "groups.csv")
+    node = groups[(groups["metric"] == "lymph_node_total_flux_p_s") & (groups["timepoint"] == "21")]
+    assert node.set_index("group").loc["exosome", "mean"] > 10 * node.set_index("group").loc["PBS", "mean"]
+    assert (demo_run / "results" / "plots" / "bli.png").stat().st_size > 10_000

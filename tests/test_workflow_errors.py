@@ -40,7 +40,7 @@ def test_bad_samples_do_not_stop_good_ones(tmp_path):
     assert "CD63-RFP" in table.loc["missing_channel", "status"] and "not found" in table.loc["missing_channel", "status"]
     assert "cannot read notanimage.tif" in table.loc["not_an_image", "status"]
     assert "empty" in table.loc["blank", "status"]
-    assert "not supported" in table.loc["mouse1", "status"]
+    assert "radiance TIFF needs bli.radiance_tiff.fov_cm" in table.loc["mouse1", "status"]
     assert "frame interval" in table.loc["movie_no_interval", "status"]
     assert (tmp_path / "results" / "fluorescence" / "movie_no_interval" / "tracks.csv").exists()
     assert (tmp_path / "results" / "qc" / "not_an_image.png").exists()

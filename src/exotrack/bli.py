@@ -181,6 +181,8 @@ def _read_tiff(path: Path, what: str) -> np.ndarray:
         data = tifffile.imread(path)
     except Exception as exc:
         raise io.InputError(f"cannot read {path.name} ({what}) as a TIFF image ({exc})") from exc
+    if data.size == 0:
+        raise io.InputError(f"cannot read {path.name} ({what}) as a TIFF image: it holds no pixels")
     data = np.squeeze(data)
     if data.ndim == 3 and data.shape[-1] in (3, 4):  # an RGB photograph
         data = data[..., :3].mean(axis=-1)
@@ -245,7 +247,8 @@ def read_radiance_tiff(path, *, fov_cm: float) -> Acquisition:
 
 def _click_info_rois(blocks, *, fov_cm: float, width_px: int) -> list[ROI]:
     """ROIs stored by Living Image: ``ROI n:Key=Value;...`` lines; positions in pixels of
-    ``cm per pixel`` (the luminescent image's pixels where that is absent)."""
+    ``cm per pixel`` (the luminescent image's pixels where that is absent), continuous
+    coordinates with the first pixel spanning 0 to 1."""
     rois = []
     pixel_cm = fov_cm / width_px
     for entries in blocks.values():
@@ -260,7 +263,9 @@ def _click_info_rois(blocks, *, fov_cm: float, width_px: int) -> list[ROI]:
                     raise ValueError(f"shape {fields.get('Shape')!r}")
                 kind = fields.get("ROI Type", "")
                 name = "background" if "bkg" in kind.lower() else fields.get("Label", key).strip()
-                rois.append(ROI(name, shape, float(fields["Yc"]) * scale, float(fields["Xc"]) * scale,
+                # Living Image's positions are continuous (a pixel's centre at +0.5), ours are
+                # pixel centres from 0.
+                rois.append(ROI(name, shape, float(fields["Yc"]) * scale - 0.5, float(fields["Xc"]) * scale - 0.5,
                                 float(fields["Height"]) * scale, float(fields["Width"]) * scale,
                                 source="AnalyzedClickInfo.txt"))
             except (KeyError, ValueError) as exc:

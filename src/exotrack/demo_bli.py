@@ -103,8 +103,8 @@ def simulate_acquisition(folder, mice: list[Mouse], *, exposure_s: float = 60.0,
         for k, row in enumerate(truth.itertuples(), start=1):
             scale = pixel_cm / sensor_cm  # luminescent pixels -> unbinned sensor pixels
             lines.append(
-                f"ROI {k}:zColorIndex=1;ROI Type=Measurement;Shape=Circle;Xc={(row.xc + 0.5) * scale - 0.5:.6f};"
-                f"Yc={(row.yc + 0.5) * scale - 0.5:.6f};Width={2 * row.radius * scale:.6f};"
+                f"ROI {k}:zColorIndex=1;ROI Type=Measurement;Shape=Circle;Xc={(row.xc + 0.5) * scale:.6f};"
+                f"Yc={(row.yc + 0.5) * scale:.6f};Width={2 * row.radius * scale:.6f};"
                 f"Height={2 * row.radius * scale:.6f};Angle=0.0000;Label={row.roi};"
                 f"cm per pixel={sensor_cm:.12f};ROIColor=16711680;")
         analysed = text + "\n".join(lines) + "\n"
