@@ -16,6 +16,7 @@ include: "workflow/rules/fluorescence.smk"
 include: "workflow/rules/tracking.smk"
 include: "workflow/rules/histology.smk"
 include: "workflow/rules/bli.smk"
+include: "workflow/rules/photoacoustic.smk"
 include: "workflow/rules/aggregate.smk"
 
 

@@ -33,10 +33,11 @@ def test_tables_and_plots(demo_run):
     samples = pd.read_csv(tables / "samples.csv")
     pd.testing.assert_frame_equal(pd.read_parquet(tables / "samples.parquet"), samples, check_dtype=False)
     subjects = pd.read_csv(tables / "subjects.csv").set_index("subject")
-    # A mouse's CD206 and NOS2 sections are one subject with both markers and their ratio.
+    # A mouse is one subject across its IVIS acquisitions (days 7, 14 and the three-mouse one on
+    # day 21) and its CD206 and NOS2 sections, with both markers and their ratio.
     assert len(subjects) == samples["subject"].nunique()
     mouse = subjects.loc["m4"]
-    assert mouse["n_samples"] == 2
+    assert mouse["n_samples"] == 5 and mouse["tumor_total_flux_p_s_timepoint"] == 21
     assert mouse["m2_m1_ratio"] == pytest.approx(
         mouse["CD206_positive_cells_per_mm2"] / mouse["NOS2_positive_cells_per_mm2"])
     groups = pd.read_csv(tables / "groups.csv")
@@ -93,7 +94,7 @@ def test_reruns_recompute_exactly_what_changed(demo_run):
     assert planned_jobs(work) == {}
     # A statistics setting: only the statistics, the plots and the provenance.
     assert planned_jobs(work, "--config", "control_group=exosome") == {
-        "compare_groups": 1, "plot_groups": 2, "record_provenance": 1, "all": 1}
+        "compare_groups": 1, "plot_groups": 4, "record_provenance": 1, "all": 1}
     # One raw image replaced: that sample and what aggregates it.
     image = work / "demo" / "images" / "PBS" / "pbs_w2.ome.tif"
     before, original = image.stat(), image.read_bytes()
@@ -105,7 +106,7 @@ def test_reruns_recompute_exactly_what_changed(demo_run):
         write_ome_tiff(image, data, axes="CYX", channel_names=CHANNELS, pixel_size_um=(1, PIXEL_SIZE_UM, PIXEL_SIZE_UM))
         assert planned_jobs(work) == {
             "analyse_fluorescence": 1, "aggregate_samples": 1, "summarise_subjects": 1, "compare_groups": 1,
-            "plot_groups": 2, "record_provenance": 1, "all": 1}
+            "plot_groups": 4, "record_provenance": 1, "all": 1}
     finally:
         image.write_bytes(original)
         os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))

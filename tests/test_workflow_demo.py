@@ -25,7 +25,8 @@ def _truth(run, sample):
 def test_samples_table_lists_every_sample_ok(demo_run):
     table = pd.read_csv(demo_run / "results" / "tables" / "samples.csv")
     # The three mice imaged together are one row each.
-    assert table["sample"].tolist() == DEMO_SAMPLES + ["m4-m6_d21"] * 2
+    expected = [name for sample in DEMO_SAMPLES for name in [sample] * (3 if sample == "m4-m6_d21" else 1)]
+    assert table["sample"].tolist() == expected
     assert table.loc[table["sample"] == "m4-m6_d21", "subject"].tolist() == ["m4", "m5", "m6"]
     saturated = table["sample"] == "m1_d21_long"
     assert table.loc[saturated, "status"].str.startswith("saturated: raw counts at the camera's ceiling in tumor").all()

@@ -11,10 +11,11 @@ from .fluorescence import HEADLINE as FLUORESCENCE_HEADLINE
 from .fluorescence import TIMELAPSE_HEADLINE
 from .bli import HEADLINE as BLI_HEADLINE
 from .histology import HEADLINE as HISTOLOGY_HEADLINE
+from .photoacoustic import HEADLINE as PHOTOACOUSTIC_HEADLINE
 
 ID_COLUMNS = ["sample", "modality", "group", "subject", "timepoint", "marker", "status"]
 HEADLINE = {"fluorescence": FLUORESCENCE_HEADLINE + TIMELAPSE_HEADLINE, "bli": BLI_HEADLINE,
-            "histology": HISTOLOGY_HEADLINE}
+            "photoacoustic": PHOTOACOUSTIC_HEADLINE, "histology": HISTOLOGY_HEADLINE}
 
 
 def sample_table(sheet: pd.DataFrame, metrics: list[dict]) -> pd.DataFrame:

@@ -17,8 +17,10 @@ import tifffile
 from scipy import ndimage as ndi
 from scipy.special import erf
 
+from .io import write_ome_tiff
 from .demo_bli import write_demo_acquisitions
 from .demo_histology import write_demo_sections
+from .demo_photoacoustic import write_demo_volumes
 
 CHANNELS = ["Hoechst", "CD63-RFP", "CellMask"]
 PIXEL_SIZE_UM = 0.1625
@@ -246,23 +248,6 @@ def _camera(rng, photons):
     return np.clip(np.round(adu), 0, 65535).astype(np.uint16)
 
 
-def write_ome_tiff(path, image: np.ndarray, *, axes: str, channel_names, pixel_size_um,
-                   frame_interval_s: float | None = None) -> None:
-    """Write an OME-TIFF with channel names, physical pixel sizes and the frame interval."""
-    metadata = {
-        "axes": axes,
-        "Channel": {"Name": list(channel_names)},
-        "PhysicalSizeX": pixel_size_um[-1], "PhysicalSizeXUnit": "µm",
-        "PhysicalSizeY": pixel_size_um[-2], "PhysicalSizeYUnit": "µm",
-    }
-    if "Z" in axes:
-        metadata.update(PhysicalSizeZ=pixel_size_um[0], PhysicalSizeZUnit="µm")
-    if frame_interval_s is not None:
-        metadata.update(TimeIncrement=frame_interval_s, TimeIncrementUnit="s")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, image, ome=True, metadata=metadata, compression="zlib")
-
-
 # (sample, group, puncta per cell, 3-D?, file kind, channels column)
 _DEMO_WELLS = [
     ("pbs_w1", "PBS", 1.0, False, "ome", ""),
@@ -290,7 +275,8 @@ def write_demo(directory, *, seed: int = 0) -> Path:
     Eight 2-D wells (PBS and exosome-treated, four each, with different uptake across the exosome
     wells; one well per group analysed without its cell stain), one 3-D stack and two
     time-lapses (one over cells at SNR 4, one of the CD63 channel alone at SNR 7), IVIS acquisitions
-    of six mice over three weeks (see :func:`exotrack.demo_bli.write_demo_acquisitions`), twelve IHC
+    of six mice over three weeks (see :func:`exotrack.demo_bli.write_demo_acquisitions`), their
+    lymph nodes in ultrasound / photoacoustic volumes on day 21, twelve IHC
     lymph-node sections (CD206 and NOS2 for three mice per group), each as a real file with
     metadata, and the ground truth of every object under ``truth/<sample>/``.
     """
@@ -340,6 +326,7 @@ def write_demo(directory, *, seed: int = 0) -> Path:
                      "timepoint": 24, "marker": "CD63-RFP", "path": rel.as_posix(),
                      "channels": "" if with_cells else "exosomes=CD63-RFP"})
     rows += write_demo_acquisitions(directory, seed=seed)
+    rows += write_demo_volumes(directory, seed=seed)
     rows += write_demo_sections(directory, seed=seed)
     sheet = directory / "samples.tsv"
     pd.DataFrame(rows).to_csv(sheet, sep="\t", index=False)

@@ -293,6 +293,23 @@ def write_tiff(array: np.ndarray, path, *, axes: str | None = None, pixel_size_u
                          compression="zlib", **kwargs)
 
 
+def write_ome_tiff(path, image: np.ndarray, *, axes: str, channel_names, pixel_size_um,
+                   frame_interval_s: float | None = None) -> None:
+    """Write an OME-TIFF with channel names, physical pixel sizes and the frame interval."""
+    metadata = {
+        "axes": axes,
+        "Channel": {"Name": list(channel_names)},
+        "PhysicalSizeX": pixel_size_um[-1], "PhysicalSizeXUnit": "µm",
+        "PhysicalSizeY": pixel_size_um[-2], "PhysicalSizeYUnit": "µm",
+    }
+    if "Z" in axes:
+        metadata.update(PhysicalSizeZ=pixel_size_um[0], PhysicalSizeZUnit="µm")
+    if frame_interval_s is not None:
+        metadata.update(TimeIncrement=frame_interval_s, TimeIncrementUnit="s")
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, image, ome=True, metadata=metadata, compression="zlib")
+
+
 def write_png(rgb: np.ndarray, path) -> None:
     from PIL import Image as PILImage
 

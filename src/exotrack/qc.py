@@ -155,6 +155,46 @@ def bli_overlay(radiance: np.ndarray, photograph: np.ndarray | None, rois, table
     return _header(np.asarray(image), title)
 
 
+def _side_by_side(tiles, gap_px: int = 4) -> np.ndarray:
+    gap = np.ones((tiles[0].shape[0], gap_px, 3), np.float32)
+    return np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
+
+
+def photoacoustic_montage(us: np.ndarray, node: np.ndarray, signal: np.ndarray | None, so2: np.ndarray | None,
+                          *, title: str = "", n_slices: int = 5) -> np.ndarray:
+    """Slices through the node, left to right: B-mode with the node outlined in yellow (top row),
+    and the same slices with sO2 (blue 0 to red 1; or the PA signal in 'hot' without sO2) where
+    the PA signal stands out of the shell (bottom row)."""
+    from matplotlib import colormaps
+
+    zs = np.flatnonzero(node.any(axis=(1, 2)))
+    picks = np.unique(np.linspace(zs[0], zs[-1], min(n_slices, zs.size)).round().astype(int)) if zs.size else [0]
+    grey = _stretch(us)
+    tiles_top, tiles_bottom = [], []
+    for z in picks:
+        top = np.repeat(grey[z][..., None], 3, axis=-1)
+        top[find_boundaries(node[z], mode="inner")] = (1.0, 0.9, 0.0)
+        bottom = top.copy() * 0.6
+        if so2 is not None:
+            shown = np.isfinite(so2[z]) & (signal[z] > np.percentile(signal, 50) if signal is not None else True)
+            bottom[shown] = colormaps["coolwarm"](np.nan_to_num(so2[z][shown]))[:, :3]
+        elif signal is not None:
+            bottom = colormaps["hot"](_stretch(signal[z]))[..., :3]
+        bottom[find_boundaries(node[z], mode="inner")] = (1.0, 0.9, 0.0)
+        tiles_top.append(top)
+        tiles_bottom.append(bottom)
+    top, bottom = _side_by_side(tiles_top), _side_by_side(tiles_bottom)
+    rgb = np.concatenate([top, np.ones((4, top.shape[1], 3)), bottom], axis=0)
+    zoom = max(1, _MIN_SIDE // max(rgb.shape[:2]))
+    rgb = rgb.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    image = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    width = (grey.shape[2] + 4) * zoom
+    for k, z in enumerate(picks):
+        draw.text((k * width + 4, 2), f"z={z}", fill=(255, 255, 0), font=ImageFont.load_default())
+    return _header(np.asarray(image), title)
+
+
 def message_image(title: str, message: str, *, width: int = 640) -> np.ndarray:
     """A plain image that states a failure, so a QC folder shows every sample."""
     lines = [message[i:i + 95] for i in range(0, len(message), 95)] or [""]

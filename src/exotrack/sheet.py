@@ -14,8 +14,10 @@ from jsonschema import Draft202012Validator
 from .io import InputError
 
 MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology")
+# Channel roles a sample sheet's channels column may assign, per modality.
+CHANNEL_ROLES = {"fluorescence": ("nuclei", "exosomes", "cells"), "histology": ("nuclei", "marker")}
 SHEET_COLUMNS = ["sample", "modality", "path", "group", "subject", "timepoint", "marker",
-                 "channels", "pixel_size_um", "axes"]
+                 "channels", "pixel_size_um", "axes", "seed"]
 
 
 class SheetError(InputError):
@@ -127,7 +129,9 @@ def load_sample_sheet(path, schema) -> pd.DataFrame:
         if raw and not (path.parent / raw).exists():
             problems.append(f"row {i + 2} (sample {row['sample']!r}), column 'path': "
                             f"{raw!r} does not exist (looked in {(path.parent / raw).resolve()})")
-        for column, parser in (("channels", parse_channels), ("pixel_size_um", parse_pixel_size)):
+        roles = CHANNEL_ROLES.get(row["modality"].strip(), ())
+        for column, parser in (("channels", lambda v: parse_channels(v, roles=roles)),
+                               ("pixel_size_um", parse_pixel_size)):
             if column in sheet.columns and row[column].strip():
                 try:
                     parser(row[column])

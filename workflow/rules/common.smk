@@ -88,7 +88,7 @@ def sample_field(column):
 
 
 # Modalities this version analyses; each has a rule writing results/<modality>/<sample>/metrics.json.
-MODALITIES = ("fluorescence", "bli", "histology")
+MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology")
 
 
 def metrics_files():

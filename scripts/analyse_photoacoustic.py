@@ -1,0 +1,14 @@
+"""Snakemake entry point: one ultrasound / photoacoustic stack."""
+import logging
+
+from exotrack.photoacoustic import process_sample
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
+process_sample(
+    sample=snakemake.wildcards.sample,
+    path=snakemake.input.image,
+    options=snakemake.params.options,
+    pixel_size_um=snakemake.params.pixel_size_um,
+    seed=snakemake.params.seed,
+    outputs=dict(snakemake.output.items()),
+)

@@ -1,0 +1,34 @@
+# Ultrasound-guided photoacoustics: the lymph node segmented, its PA signal and oxygenation.
+
+
+rule analyse_photoacoustic:
+    wildcard_constraints:
+        sample=sample_regex(samples_of("photoacoustic")),
+    input:
+        image=sample_field("path"),
+    output:
+        regions=f"{RESULTS}/photoacoustic/{{sample}}/regions.csv",
+        mask=f"{RESULTS}/photoacoustic/{{sample}}/node.tif",
+        metrics=f"{RESULTS}/photoacoustic/{{sample}}/metrics.json",
+        qc=report(
+            f"{RESULTS}/qc/{{sample}}.png",
+            caption="../report/qc_photoacoustic.rst",
+            category="QC",
+            subcategory="photoacoustic",
+            labels={"sample": "{sample}"},
+        ),
+    params:
+        options=config["photoacoustic"],
+        pixel_size_um=sample_field("pixel_size_um"),
+        seed=sample_field("seed"),
+    log:
+        "logs/analyse_photoacoustic/{sample}.log",
+    benchmark:
+        "logs/benchmark/analyse_photoacoustic/{sample}.tsv"
+    threads: 1
+    resources:
+        # Smoothed copies, labels and unmixed maps: about 40 bytes per voxel and channel.
+        mem_mb=lambda wildcards, input, attempt: int(1000 + 40 * input.size_mb * attempt),
+        runtime=lambda wildcards, attempt: 10 * attempt,
+    script:
+        "../../scripts/analyse_photoacoustic.py"
