@@ -13,7 +13,8 @@ MOVIES = ["live_w1", "live_w2"]
 SECTIONS = [f"m{i}_{marker}" for i in range(1, 7) for marker in ("CD206", "NOS2")]
 ACQUISITIONS = ["m1_d7", "m1_d14", "m1_d21", "m1_d21_long", "m2_d7", "m2_d14", "m2_d21", "m2_d21_b8",
                 "m3_d7", "m3_d14", "m3_d21", "m4_d7", "m4_d14", "m5_d7", "m5_d14", "m6_d7", "m6_d14", "m4-m6_d21"]
-DEMO_SAMPLES = STILLS + MOVIES + ACQUISITIONS + SECTIONS
+VOLUMES = [f"m{i}_pa" for i in range(1, 7)]
+DEMO_SAMPLES = STILLS + MOVIES + ACQUISITIONS + VOLUMES + SECTIONS
 
 
 def _truth(run, sample):
@@ -130,7 +131,8 @@ def test_demo_is_deterministic(tmp_path):
     # IVIS folders: two text files and three TIFFs each, some with rois.csv; truth: rois.csv each
     ivis = [p for p in (tmp_path / "a" / "ivis").rglob("*") if p.is_file()]
     assert len(ivis) == 5 * len(ACQUISITIONS) + sum(p.name == "rois.csv" for p in ivis)
-    assert len(files) == 1 + 4 * len(STILLS) + 4 + 2 + 3 * len(SECTIONS) + len(ivis) + len(ACQUISITIONS)
+    assert len(files) == (1 + 4 * len(STILLS) + 4 + 2 + 3 * len(SECTIONS) + len(ivis) + len(ACQUISITIONS)
+                          + 3 * len(VOLUMES))
     for rel in files:
         a, b = tmp_path / "a" / rel, tmp_path / "b" / rel
         if rel.suffix == ".tif":  # OME-XML carries a fresh UUID; the pixels must agree
@@ -239,3 +241,15 @@ def test_bli_timecourse_and_growth_curves(demo_run):
     node = groups[(groups["metric"] == "lymph_node_total_flux_p_s") & (groups["timepoint"] == "21")]
     assert node.set_index("group").loc["exosome", "mean"] > 10 * node.set_index("group").loc["PBS", "mean"]
     assert (demo_run / "results" / "plots" / "bli.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("sample", VOLUMES)
+def test_lymph_nodes_against_ground_truth(demo_run, sample):
+    truth = pd.read_csv(demo_run / "demo" / "truth" / sample / "node.csv").iloc[0]
+    node = np.load(demo_run / "demo" / "truth" / sample / "node.npy")
+    base = demo_run / "results" / "photoacoustic" / sample
+    regions = pd.read_csv(base / "regions.csv").set_index("region")
+    mask = tifffile.imread(base / "node.tif").astype(bool)
+    assert 2 * (mask & node).sum() / (mask.sum() + node.sum()) >= 0.85
+    assert regions.loc["node", "volume_mm3"] == pytest.approx(truth["volume_mm3"], rel=0.10)
+    assert abs(regions.loc["node", "so2_mean"] - truth["so2_mean"]) <= 0.05

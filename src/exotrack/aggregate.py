@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .fluorescence import HEADLINE as FLUORESCENCE_HEADLINE
@@ -47,6 +48,8 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict]) -> pd.DataFrame:
             rows.append(entry)
     columns = ID_COLUMNS + all_metrics()
     table = pd.DataFrame(rows, columns=columns)
+    # Empty sheet cells are missing values, in the CSV and the Parquet copy alike.
+    table[ID_COLUMNS] = table[ID_COLUMNS].replace("", np.nan)
     table["timepoint"] = pd.to_numeric(table["timepoint"], errors="coerce")
     return table
 

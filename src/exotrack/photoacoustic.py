@@ -248,7 +248,8 @@ def unmix(pa: np.ndarray, wavelengths_nm) -> tuple[np.ndarray, np.ndarray]:
     hbt = hbo2 + hb
     with np.errstate(invalid="ignore", divide="ignore"):
         so2 = hbo2 / hbt
-    so2 = np.where((hbt > 0) & (so2 >= 0) & (so2 <= 1), so2, np.nan)
+    eps = 1e-9  # round-off of the least-squares solve, not a physical excess
+    so2 = np.where((hbt > 0) & (so2 >= -eps) & (so2 <= 1 + eps), np.clip(so2, 0, 1), np.nan)
     return so2.reshape(pa.shape[1:]), hbt.reshape(pa.shape[1:])
 
 
