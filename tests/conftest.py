@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,19 @@ def run_snakemake(workdir, *args, check=True):
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def planned_jobs(workdir, *args):
+    """Rule -> number of jobs Snakemake would run now (dry run)."""
+    out = run_snakemake(workdir, "-n", *args).stdout
+    jobs = {}
+    if "Job stats:" in out:
+        table = out.split("Job stats:", 1)[1].split("total", 1)[0]
+        for line in table.splitlines():
+            match = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+            if match and match.group(1) != "job":
+                jobs[match.group(1)] = int(match.group(2))
+    return jobs
 
 
 def shared(name):

@@ -11,7 +11,8 @@ from exotrack.demo_bli import BODY_RADIANCE, Mouse, c_ccd, simulate_acquisition
 
 
 def _run(folder, tmp_path, name="out", subject=""):
-    outputs = {k: tmp_path / name / f"{k}.{e}" for k, e in [("rois", "csv"), ("metrics", "json"), ("qc", "png")]}
+    outputs = {k: tmp_path / name / f"{k}.{e}" for k, e in [("rois", "csv"), ("radiance", "tif"), ("metrics", "json"),
+                                                                           ("qc", "png")]}
     metrics = bli.process_sample(sample=name, path=folder, options={}, outputs=outputs, subject=subject)
     return metrics, pd.read_csv(outputs["rois"])
 

@@ -2,7 +2,6 @@
 that recompute exactly what changed."""
 import importlib.util
 import os
-import re
 import shutil
 
 import numpy as np
@@ -12,20 +11,7 @@ import tifffile
 
 from exotrack.demo import CHANNELS, PIXEL_SIZE_UM, write_ome_tiff
 
-from conftest import run_snakemake
-
-
-def planned_jobs(workdir, *args):
-    """Rule -> number of jobs Snakemake would run now (dry run)."""
-    out = run_snakemake(workdir, "-n", *args).stdout
-    jobs = {}
-    if "Job stats:" in out:
-        table = out.split("Job stats:", 1)[1].split("total", 1)[0]
-        for line in table.splitlines():
-            match = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
-            if match and match.group(1) != "job":
-                jobs[match.group(1)] = int(match.group(2))
-    return jobs
+from conftest import planned_jobs, run_snakemake
 
 
 def test_tables_and_plots(demo_run):

@@ -19,14 +19,19 @@ HEADLINE = {"fluorescence": FLUORESCENCE_HEADLINE + TIMELAPSE_HEADLINE, "bli": B
             "photoacoustic": PHOTOACOUSTIC_HEADLINE, "histology": HISTOLOGY_HEADLINE}
 
 
-def sample_table(sheet: pd.DataFrame, metrics: list[dict]) -> pd.DataFrame:
+def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFrame | None = None) -> pd.DataFrame:
     """``samples.csv``: the sheet's identifying columns, each sample's ``status`` and its
     headline metrics (empty where a metric does not apply to the sample's modality).
 
     An acquisition of several mice (BLI) gives one row per mouse: the same ``sample``, each
     mouse's ``subject`` (and ``group``, where the sheet lists one per mouse). Samples of a
-    modality this version cannot analyse are listed with a status that says so.
+    modality this version cannot analyse are listed with a status that says so. Samples that
+    failed visual QC (``decisions``, from the napari sample browser) keep their values with
+    ``status`` ``excluded_qc`` and the reviewer's comment, which keeps them out of statistics.
     """
+    failed = {}
+    if decisions is not None:
+        failed = {r.sample: r.comment for r in decisions.itertuples() if r.decision == "fail"}
     by_sample = {m["sample"]: m for m in metrics}
     rows = []
     for _, row in sheet.iterrows():
@@ -42,6 +47,8 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict]) -> pd.DataFrame:
         groups = _per_animal(record["group"], len(animals))
         for animal, group in zip(animals, groups):
             entry = {**record, "group": group, "status": animal.get("status", found["status"])}
+            if row["sample"] in failed:
+                entry["status"] = f"excluded_qc: {failed[row['sample']]}".rstrip(": ")
             if "animals" in found:
                 entry["subject"] = animal["subject"]
             entry.update({k: animal.get(k) for k in HEADLINE.get(row["modality"], [])})

@@ -467,7 +467,7 @@ def analyse_acquisition(acq: Acquisition, *, rois: list[ROI] | None, subjects: l
 
 
 def process_sample(*, sample: str, path, options: dict, outputs: dict, subject: str = "") -> dict:
-    """Read, analyse and write one BLI acquisition (``rois``, ``metrics``, ``qc``).
+    """Read, analyse and write one BLI acquisition (``rois``, ``radiance``, ``metrics``, ``qc``).
 
     ``metrics["animals"]`` holds one entry per mouse (a multi-mouse acquisition has several).
     """
@@ -491,6 +491,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, subject: 
         log.exception("sample %s failed", sample)
         return _write_failure(sample, f"analysis failed ({type(exc).__name__}: {exc})", outputs)
     io.write_table(table, outputs["rois"])
+    io.write_tiff(acq.radiance.astype(np.float32), outputs["radiance"],
+                  pixel_size_um=(None, acq.fov_cm / acq.radiance.shape[0] * 1e4, acq.fov_cm / acq.radiance.shape[1] * 1e4))
     # A saturated ROI's flux is too low by an unknown amount: reported, but kept out of statistics.
     saturated = []
     for animal in animals:
@@ -505,7 +507,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, subject: 
         f"{a['subject']} tumor {a['tumor_total_flux_p_s']:.2e} p/s" for a in animals)
     io.write_png(qc.bli_overlay(acq.radiance, acq.photograph, drawn, table, pixel_area_cm2=acq.pixel_area_cm2,
                                 title=title.replace("nan", "-")), outputs["qc"])
-    metrics = {"sample": sample, "status": status, "animals": animals,
+    metrics = {"sample": sample, "status": status, "path": str(path), "animals": animals,
                "saturated_rois": saturated, "exposure_s": acq.exposure_s, "binning": acq.binning,
                "f_number": acq.f_number, "fov_cm": acq.fov_cm, "c_ccd": acq.coefficient, "bias": acq.bias,
                "labels": acq.labels}
@@ -516,6 +518,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, subject: 
 def _write_failure(sample: str, reason: str, outputs: dict) -> dict:
     log.error("sample %s: %s", sample, reason)
     io.write_table(pd.DataFrame(columns=ROI_COLUMNS), outputs["rois"])
+    io.write_tiff(np.zeros((0, 0), np.float32), outputs["radiance"])
     io.write_png(qc.message_image(f"{sample}: FAILED", reason), outputs["qc"])
     metrics = {"sample": sample, "status": f"error: {reason}"}
     io.write_json(metrics, outputs["metrics"])

@@ -1,4 +1,5 @@
-"""The ``exotrack`` command: demo data and sample sheets (the analysis itself runs in Snakemake)."""
+"""The ``exotrack`` command: demo data, sample sheets and the napari viewer (the analysis itself
+runs in Snakemake)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,30 @@ def _samples(args) -> int:
     return 0
 
 
+def open_viewer(results, sample=None):
+    """A napari viewer with the sample browser docked on ``results``, at ``sample`` if given."""
+    import napari
+
+    from .napari_plugin import SampleBrowser
+
+    viewer = napari.Viewer(title="exotrack")
+    browser = SampleBrowser(viewer, results=results)
+    viewer.window.add_dock_widget(browser, name="exotrack samples", area="right")
+    if sample:
+        if sample not in list(browser.sample.choices):
+            raise InputError(f"sample {sample!r} is not in {browser.results / 'tables' / 'samples.csv'}")
+        browser.sample.value = sample
+    return viewer, browser
+
+
+def _view(args) -> int:
+    import napari
+
+    open_viewer(args.results, args.sample)
+    napari.run()
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="exotrack", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +66,11 @@ def main(argv=None) -> int:
     samples.add_argument("--modality", default="fluorescence",
                          choices=["fluorescence", "bli", "photoacoustic", "histology"])
     samples.set_defaults(run=_samples)
+
+    view = commands.add_parser("view", help="open results in napari with the sample browser")
+    view.add_argument("results", help="the results folder (holding tables/samples.csv)")
+    view.add_argument("sample", nargs="?")
+    view.set_defaults(run=_view)
 
     args = parser.parse_args(argv)
     try:

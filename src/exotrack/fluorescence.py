@@ -426,7 +426,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
                                          result.puncta_table[result.puncta_table["frame"] == 0],
                                          tracks=result.tracks,
                                          title=_qc_title(sample, result.metrics)), outputs["qc"])
-    metrics = {"sample": sample, "status": "ok", **result.metrics,
+    metrics = {"sample": sample, "status": "ok", "path": str(path), **result.metrics,
                "channels": {role: image.channel_names[i] for role, i in roles.items()},
                "pixel_size_um": list(result.pixel_size_um), "shape_tczyx": list(image.data.shape)}
     io.write_json(metrics, outputs["metrics"])

@@ -340,7 +340,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
     io.write_table(regions, outputs["regions"])
     io.write_tiff(node.astype(np.uint8), outputs["mask"], axes="ZYX", pixel_size_um=stack.voxel_size_um)
     row = regions.set_index("region").loc["node"]
-    metrics = {"sample": sample, "status": "ok", "ln_volume_mm3": row["volume_mm3"], "ln_pa_mean": row["pa_mean"],
+    metrics = {"sample": sample, "status": "ok", "path": str(path), "ln_volume_mm3": row["volume_mm3"], "ln_pa_mean": row["pa_mean"],
                "ln_so2_mean": row["so2_mean"], "ln_hbt_mean": row["hbt_mean"], "ln_so2_median": row["so2_median"],
                "ln_contrast": row["contrast"], "ln_hypoxic_fraction": row["hypoxic_fraction"],
                "wavelengths_nm": stack.wavelengths, "voxel_size_um": list(stack.voxel_size_um),

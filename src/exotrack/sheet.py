@@ -143,8 +143,18 @@ def load_sample_sheet(path, schema) -> pd.DataFrame:
         if column not in sheet.columns:
             sheet[column] = ""
     sheet = sheet.apply(lambda col: col.str.strip())
-    sheet["path"] = [os.path.normpath(path.parent.resolve() / p) for p in sheet["path"]]
+    sheet["path"] = [_display_path(path.parent.resolve() / p) for p in sheet["path"]]
     return sheet.set_index("sample", drop=False)
+
+
+def _display_path(path: Path) -> str:
+    """Relative to the working directory when inside it, so that a study folder can move (or be
+    copied) without Snakemake seeing new input files; absolute otherwise."""
+    path = Path(os.path.normpath(path))
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def parse_channels(text: str | None, *, roles=("nuclei", "exosomes", "cells")) -> dict[str, str]:

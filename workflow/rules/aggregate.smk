@@ -5,6 +5,7 @@ rule aggregate_samples:
     input:
         sheet=config["samples"],
         metrics=metrics_files(),
+        decisions=qc_decisions(),
     output:
         csv=report(
             f"{RESULTS}/tables/samples.csv",

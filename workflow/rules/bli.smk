@@ -8,6 +8,7 @@ rule analyse_bli:
         acquisition=sample_field("path"),
     output:
         rois=f"{RESULTS}/bli/{{sample}}/rois.csv",
+        radiance=f"{RESULTS}/bli/{{sample}}/radiance.tif",
         metrics=f"{RESULTS}/bli/{{sample}}/metrics.json",
         qc=report(
             f"{RESULTS}/qc/{{sample}}.png",

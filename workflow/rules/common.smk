@@ -105,6 +105,12 @@ def marker_ratio():
     return [config["histology"]["m2_marker"], config["histology"]["m1_marker"]]
 
 
+def qc_decisions():
+    """Visual QC decisions recorded in napari, when there are any."""
+    path = Path(RESULTS) / "qc" / "decisions.csv"
+    return [str(path)] if path.exists() else []
+
+
 def all_outputs():
     tables = [f"{RESULTS}/tables/{name}.csv" for name in ("samples", "subjects", "groups")]
     if samples_of("bli"):
