@@ -20,10 +20,11 @@ def test_tables_and_plots(demo_run):
     pd.testing.assert_frame_equal(pd.read_parquet(tables / "samples.parquet"), samples, check_dtype=False)
     subjects = pd.read_csv(tables / "subjects.csv").set_index("subject")
     # A mouse is one subject across its IVIS acquisitions (days 7, 14 and the three-mouse one on
-    # day 21) and its CD206 and NOS2 sections, with both markers and their ratio.
+    # day 21), its photoacoustic volume and its CD206 and NOS2 sections, with both markers and
+    # their ratio.
     assert len(subjects) == samples["subject"].nunique()
     mouse = subjects.loc["m4"]
-    assert mouse["n_samples"] == 5 and mouse["tumor_total_flux_p_s_timepoint"] == 21
+    assert mouse["n_samples"] == 6 and mouse["tumor_total_flux_p_s_timepoint"] == 21
     assert mouse["m2_m1_ratio"] == pytest.approx(
         mouse["CD206_positive_cells_per_mm2"] / mouse["NOS2_positive_cells_per_mm2"])
     groups = pd.read_csv(tables / "groups.csv")
