@@ -68,6 +68,12 @@ def local_cluster(folder: Path, *, cpus: int | None = None):
     for sub in ("state", "spool"):
         (folder / sub).mkdir(exist_ok=True)
     env = {**os.environ, "SLURM_CONF": str(conf)}
+    # Inside a job, the executor's srun drops SLURM_* variables (SLURM_CONF with them) and reads
+    # the system's configuration path, as on a real cluster: ours goes there for the test's time.
+    system = Path("/etc/slurm/slurm.conf")
+    backup = system.read_bytes() if system.exists() else None
+    system.parent.mkdir(parents=True, exist_ok=True)
+    system.write_text(conf.read_text())
     processes = []
     try:
         processes.append(subprocess.Popen(
@@ -83,6 +89,10 @@ def local_cluster(folder: Path, *, cpus: int | None = None):
                                            capture_output=True))
         yield env
     finally:
+        if backup is None:
+            system.unlink(missing_ok=True)
+        else:
+            system.write_bytes(backup)
         for process in reversed(processes):
             process.terminate()
         for process in reversed(processes):
