@@ -516,13 +516,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, subject: 
 
 
 def _write_failure(sample: str, reason: str, outputs: dict) -> dict:
-    log.error("sample %s: %s", sample, reason)
-    io.write_table(pd.DataFrame(columns=ROI_COLUMNS), outputs["rois"])
-    io.write_tiff(np.zeros((0, 0), np.float32), outputs["radiance"])
-    io.write_png(qc.message_image(f"{sample}: FAILED", reason), outputs["qc"])
-    metrics = {"sample": sample, "status": f"error: {reason}"}
-    io.write_json(metrics, outputs["metrics"])
-    return metrics
+    return qc.write_failure(sample, reason, outputs, tables={"rois": ROI_COLUMNS}, images=("radiance",))
 
 
 # --- time courses ---------------------------------------------------------------------------------

@@ -450,17 +450,6 @@ def _qc_title(sample, metrics):
 
 
 def _write_failure(sample: str, reason: str, outputs: dict) -> dict:
-    log.error("sample %s: %s", sample, reason)
-    io.write_table(pd.DataFrame(columns=CELL_COLUMNS), outputs["cells"])
-    io.write_table(pd.DataFrame(columns=PUNCTA_COLUMNS), outputs["puncta"])
-    for key, _, columns in _track_outputs(None):
-        if key in outputs:
-            io.write_table(pd.DataFrame(columns=columns), outputs[key])
-    empty = np.zeros((0, 0), np.int32)
-    io.write_tiff(empty, outputs["labels"])
-    io.write_tiff(empty, outputs["nuclei"])
-    io.write_png(qc.message_image(f"{sample}: FAILED", reason), outputs["qc"])
-    metrics = {"sample": sample, "status": f"error: {reason}"}
-    io.write_json(metrics, outputs["metrics"])
-    return metrics
+    tables = {"cells": CELL_COLUMNS, "puncta": PUNCTA_COLUMNS, **{k: c for k, _, c in _track_outputs(None)}}
+    return qc.write_failure(sample, reason, outputs, tables=tables, images=("labels", "nuclei"))
 

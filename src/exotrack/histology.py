@@ -507,10 +507,4 @@ def _plain(value):
 
 
 def _write_failure(sample: str, reason: str, outputs: dict) -> dict:
-    log.error("sample %s: %s", sample, reason)
-    io.write_table(pd.DataFrame(columns=CELL_COLUMNS), outputs["cells"])
-    io.write_table(pd.DataFrame(columns=SUMMARY_COLUMNS), outputs["summary"])
-    io.write_png(qc.message_image(f"{sample}: FAILED", reason), outputs["qc"])
-    metrics = {"sample": sample, "status": f"error: {reason}"}
-    io.write_json(metrics, outputs["metrics"])
-    return metrics
+    return qc.write_failure(sample, reason, outputs, tables={"cells": CELL_COLUMNS, "summary": SUMMARY_COLUMNS})

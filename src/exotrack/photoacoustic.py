@@ -354,10 +354,4 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
 
 
 def _write_failure(sample: str, reason: str, outputs: dict) -> dict:
-    log.error("sample %s: %s", sample, reason)
-    io.write_table(pd.DataFrame(columns=REGION_COLUMNS), outputs["regions"])
-    io.write_tiff(np.zeros((0, 0), np.uint8), outputs["mask"])
-    io.write_png(qc.message_image(f"{sample}: FAILED", reason), outputs["qc"])
-    metrics = {"sample": sample, "status": f"error: {reason}"}
-    io.write_json(metrics, outputs["metrics"])
-    return metrics
+    return qc.write_failure(sample, reason, outputs, tables={"regions": REGION_COLUMNS}, images=("mask",))

@@ -3,7 +3,10 @@ detections drawn on top, and the headline numbers written above."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from skimage.segmentation import find_boundaries
 
@@ -203,3 +206,21 @@ def message_image(title: str, message: str, *, width: int = 640) -> np.ndarray:
     for k, line in enumerate(lines):
         draw.text((8, 10 + 14 * k), line, fill=(255, 220, 220), font=ImageFont.load_default())
     return _header(np.asarray(body), title)
+
+
+def write_failure(sample: str, reason: str, outputs: dict, *, tables: dict, images=()) -> dict:
+    """Every output of a failed sample, so that other samples and the aggregate go on: header-only
+    ``tables`` (output key -> columns), 0 x 0 ``images``, a QC image stating ``reason`` and
+    ``metrics`` whose ``status`` carries it. Returns the metrics."""
+    from . import io
+
+    logging.getLogger(__name__).error("sample %s: %s", sample, reason)
+    for key, columns in tables.items():
+        if key in outputs:
+            io.write_table(pd.DataFrame(columns=columns), outputs[key])
+    for key in images:
+        io.write_tiff(np.zeros((0, 0), np.uint8), outputs[key])
+    io.write_png(message_image(f"{sample}: FAILED", reason), outputs["qc"])
+    metrics = {"sample": sample, "status": f"error: {reason}"}
+    io.write_json(metrics, outputs["metrics"])
+    return metrics

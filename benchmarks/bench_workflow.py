@@ -1,0 +1,86 @@
+"""Workflow overheads: many small fields, and planning a plate screen.
+
+Run on demand:  python benchmarks/bench_workflow.py [--fields 200] [--samples 10000]
+
+1. ``--fields`` small fluorescence fields (256 x 256 x 3) through the real workflow with all cores,
+   against their pure compute time (each field's ``process_sample`` timed in one process) divided
+   by the cores: the ratio is what job start-up and scheduling cost (target <= 1.5).
+2. A dry run (``snakemake -n``) of a ``--samples`` sheet, all rows pointing at one small image:
+   the time Snakemake takes to plan it (target <= 30 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from exotrack.demo import CHANNELS, simulate_uptake_field
+from exotrack.fluorescence import process_sample
+from exotrack.io import write_ome_tiff
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, *args) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                    "--configfile", str(REPO / "config.yaml"), "--config", "samples=samples.tsv", "--cores",
+                    str(os.cpu_count()), "--quiet", "all", *args], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def overhead(n_fields: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rows = []
+        for i in range(n_fields):
+            field = simulate_uptake_field(shape=(256, 256), n_cells=3, puncta_per_cell=20, seed=i)
+            write_ome_tiff(tmp / f"f{i}.ome.tif", field.image, axes="CYX", channel_names=CHANNELS,
+                           pixel_size_um=field.pixel_size_um)
+            rows.append({"sample": f"f{i}", "modality": "fluorescence", "path": f"f{i}.ome.tif",
+                         "group": "PBS" if i % 2 else "exosome"})
+        pd.DataFrame(rows).to_csv(tmp / "samples.tsv", sep="\t", index=False)
+        start = time.perf_counter()
+        for i in range(n_fields):
+            out = tmp / "direct" / f"f{i}"
+            outputs = {k: out / f"{k}.{e}" for k, e in [("cells", "csv"), ("puncta", "csv"), ("labels", "tif"),
+                                                         ("nuclei", "tif"), ("metrics", "json"), ("qc", "png")]}
+            process_sample(sample=f"f{i}", path=tmp / f"f{i}.ome.tif", options={}, outputs=outputs)
+        compute = time.perf_counter() - start
+        wall = snakemake(tmp)
+    ideal = compute / os.cpu_count()
+    print(f"{n_fields} fields: workflow {wall:.1f} s vs compute {compute:.1f} s / {os.cpu_count()} cores = "
+          f"{ideal:.1f} s: ratio {wall / ideal:.2f} (target <= 1.5)")
+
+
+def planning(n_samples: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        field = simulate_uptake_field(shape=(64, 64), n_cells=1, seed=0)
+        write_ome_tiff(tmp / "field.ome.tif", field.image, axes="CYX", channel_names=CHANNELS,
+                       pixel_size_um=field.pixel_size_um)
+        pd.DataFrame({"sample": [f"s{i:05d}" for i in range(n_samples)], "modality": "fluorescence",
+                      "path": "field.ome.tif", "group": ["A", "B"] * (n_samples // 2) + ["A"] * (n_samples % 2)}
+                     ).to_csv(tmp / "samples.tsv", sep="\t", index=False)
+        seconds = snakemake(tmp, "-n")
+    print(f"dry run of {n_samples} samples: {seconds:.1f} s (target <= 30 s)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fields", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=10000)
+    args = parser.parse_args()
+    overhead(args.fields)
+    planning(args.samples)
+
+
+if __name__ == "__main__":
+    main()
