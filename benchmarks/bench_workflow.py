@@ -57,13 +57,13 @@ def overhead(n_fields: int) -> None:
         wall = snakemake(tmp)
     ideal = compute / os.cpu_count()
     print(f"{n_fields} fields: workflow {wall:.1f} s vs compute {compute:.1f} s / {os.cpu_count()} cores = "
-          f"{ideal:.1f} s: ratio {wall / ideal:.2f} (target <= 1.5)")
+          f"{ideal:.1f} s: ratio {wall / ideal:.2f} (target <= 1.5)", flush=True)
 
 
 def planning(n_samples: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        field = simulate_uptake_field(shape=(64, 64), n_cells=1, seed=0)
+        field = simulate_uptake_field(shape=(256, 256), n_cells=3, seed=0)
         write_ome_tiff(tmp / "field.ome.tif", field.image, axes="CYX", channel_names=CHANNELS,
                        pixel_size_um=field.pixel_size_um)
         pd.DataFrame({"sample": [f"s{i:05d}" for i in range(n_samples)], "modality": "fluorescence",
@@ -78,8 +78,10 @@ def main():
     parser.add_argument("--fields", type=int, default=200)
     parser.add_argument("--samples", type=int, default=10000)
     args = parser.parse_args()
-    overhead(args.fields)
-    planning(args.samples)
+    if args.fields:
+        overhead(args.fields)
+    if args.samples:
+        planning(args.samples)
 
 
 if __name__ == "__main__":
