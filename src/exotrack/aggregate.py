@@ -42,7 +42,6 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFra
                                 if row["modality"] not in HEADLINE else "error: no result was produced")
             rows.append(record)
             continue
-        record["status"] = found["status"]
         animals = found.get("animals") or [found]
         groups = _per_animal(record["group"], len(animals))
         for animal, group in zip(animals, groups):
