@@ -16,7 +16,6 @@ folder, else from ``AnalyzedClickInfo.txt``, else automatically: the mice from t
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,8 +28,6 @@ from skimage import draw, filters, measure, morphology, transform
 
 from . import io, qc
 from .background import pixel_noise
-
-log = logging.getLogger(__name__)
 
 ROI_COLUMNS = ["subject", "roi", "total_flux_p_s", "avg_radiance", "max_radiance", "area_cm2",
                "bkg_corrected_flux_p_s", "saturated", "shape", "yc", "xc", "height", "width", "source"]
@@ -485,11 +482,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, subject: 
         rois = read_roi_table(rois_csv) if rois_csv.exists() else acq.rois
         subjects = subjects_of(acq, subject or "", sample)
         table, animals, drawn = analyse_acquisition(acq, rois=rois, subjects=subjects, options=options)
-    except io.InputError as exc:
-        return _write_failure(sample, str(exc), outputs)
-    except Exception as exc:  # a bug or an unforeseen input: record it, keep the run going
-        log.exception("sample %s failed", sample)
-        return _write_failure(sample, f"analysis failed ({type(exc).__name__}: {exc})", outputs)
+    except Exception as exc:  # any failure is this sample's status; the run goes on
+        return _write_failure(sample, qc.failure_reason(sample, exc), outputs)
     io.write_table(table, outputs["rois"])
     io.write_tiff(acq.radiance.astype(np.float32), outputs["radiance"],
                   pixel_size_um=(None, acq.fov_cm / acq.radiance.shape[0] * 1e4, acq.fov_cm / acq.radiance.shape[1] * 1e4))

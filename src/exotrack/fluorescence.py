@@ -7,7 +7,6 @@ problem so that other samples are unaffected.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +18,6 @@ from .background import background_surface
 from .puncta import detect_puncta
 from .segmentation import segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
-
-log = logging.getLogger(__name__)
 
 CELL_COLUMNS = ["cell_id", "frame", "y", "x", "area_um2", "nucleus_area_um2", "exosome_mean",
                 "exosome_integrated", "puncta_count", "exosome_positive", "z", "volume_um3",
@@ -405,11 +402,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
         size = resolve_pixel_size(image, parse_pixel_size(pixel_size_um), options["pixel_size_um"])
         interval = image.frame_interval_s or options["frame_interval_s"]
         result = analyse_image(image, roles=roles, pixel_size_um=size, options=options, frame_interval_s=interval)
-    except io.InputError as exc:
-        return _write_failure(sample, str(exc), outputs)
-    except Exception as exc:  # a bug or an unforeseen input: record it, keep the run going
-        log.exception("sample %s failed", sample)
-        return _write_failure(sample, f"analysis failed ({type(exc).__name__}: {exc})", outputs)
+    except Exception as exc:  # any failure is this sample's status; the run goes on
+        return _write_failure(sample, qc.failure_reason(sample, exc), outputs)
 
     squeeze = (lambda a: a[0]) if image.n_frames == 1 else (lambda a: a)
     spatial = (lambda a: a) if image.is_3d else (lambda a: a[:, 0])

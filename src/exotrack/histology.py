@@ -19,7 +19,6 @@ with a margin wide enough for a cell, keeping the cells whose nucleus centre lie
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +33,6 @@ from . import io, qc
 from .background import block_reduce_mean
 from .segmentation import segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
-
-log = logging.getLogger(__name__)
 
 # QuPath's "H-DAB default" stain vectors (optical density per R, G, B, unit length).
 HEMATOXYLIN = np.array([0.651, 0.701, 0.290])
@@ -58,8 +55,6 @@ DEFAULTS = {
     "fluorescence_thresholds": [2.0, 3.0, 5.0],
     "tissue_min_od": 0.08,
     "tile_px": 1024,
-    "m2_marker": "CD206",
-    "m1_marker": "NOS2",
 }
 
 _THUMB_SIDE = 1024  # longest side of the overview that tissue detection and QC use
@@ -478,11 +473,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, marker: s
                                                    marker=marker or "")
         finally:
             section.close()
-    except io.InputError as exc:
-        return _write_failure(sample, str(exc), outputs)
-    except Exception as exc:  # a bug or an unforeseen input: record it, keep the run going
-        log.exception("sample %s failed", sample)
-        return _write_failure(sample, f"analysis failed ({type(exc).__name__}: {exc})", outputs)
+    except Exception as exc:  # any failure is this sample's status; the run goes on
+        return _write_failure(sample, qc.failure_reason(sample, exc), outputs)
     if summary["n_cells"].iloc[0] == 0:
         return _write_failure(sample, "no cells found in the tissue (is the pixel size right, "
                                       f"{size:g} µm?)", outputs)

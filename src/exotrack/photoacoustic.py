@@ -13,7 +13,6 @@ voxel (values outside [0, 1] are NaN, not clipped).
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ from skimage import filters, measure
 
 from . import io, qc
 from .sheet import parse_pixel_size
-
-log = logging.getLogger(__name__)
 
 # Molar extinction coefficients (cm⁻¹/M) of oxy- and deoxyhaemoglobin, S. Prahl's compilation
 # (omlc.org/spectra/hemoglobin, from Gratzer and Kollias): nm, HbO2, Hb.
@@ -332,11 +329,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
             raise io.InputError("no lymph node found (no dark region at the seed); give a seed z,y,x in the sheet")
         regions, so2, signal = quantify(stack, node, shell_mm=options["shell_mm"],
                                         hypoxic_so2=options["hypoxic_so2"], smooth_um=options["smooth_um"])
-    except io.InputError as exc:
-        return _write_failure(sample, str(exc), outputs)
-    except Exception as exc:  # a bug or an unforeseen input: record it, keep the run going
-        log.exception("sample %s failed", sample)
-        return _write_failure(sample, f"analysis failed ({type(exc).__name__}: {exc})", outputs)
+    except Exception as exc:  # any failure is this sample's status; the run goes on
+        return _write_failure(sample, qc.failure_reason(sample, exc), outputs)
     io.write_table(regions, outputs["regions"])
     io.write_tiff(node.astype(np.uint8), outputs["mask"], axes="ZYX", pixel_size_um=stack.voxel_size_um)
     row = regions.set_index("region").loc["node"]

@@ -208,6 +208,18 @@ def message_image(title: str, message: str, *, width: int = 640) -> np.ndarray:
     return _header(np.asarray(body), title)
 
 
+def failure_reason(sample: str, exc: Exception) -> str:
+    """A failed sample's status text: an input problem in its own words; anything else (a bug or
+    an unforeseen input) as an analysis failure, with the traceback logged. Call it in the
+    ``except`` block."""
+    from . import io
+
+    if isinstance(exc, io.InputError):
+        return str(exc)
+    logging.getLogger(__name__).exception("sample %s failed", sample)
+    return f"analysis failed ({type(exc).__name__}: {exc})"
+
+
 def write_failure(sample: str, reason: str, outputs: dict, *, tables: dict, images=()) -> dict:
     """Every output of a failed sample, so that other samples and the aggregate go on: header-only
     ``tables`` (output key -> columns), 0 x 0 ``images``, a QC image stating ``reason`` and
