@@ -7,7 +7,7 @@ from exotrack.sheet import load_sample_sheet
 from exotrack.viewer import read_decisions
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
-sheet = load_sample_sheet(snakemake.input.sheet, snakemake.params.schema)
+sheet = load_sample_sheet(snakemake.input.sheet, snakemake.params.schema, check_paths=False)
 decisions = read_decisions(snakemake.input.decisions[0]) if snakemake.input.decisions else None
 table = sample_table(sheet, read_metrics(snakemake.input.metrics), decisions)
 io.write_table(table, snakemake.output.csv)

@@ -6,7 +6,7 @@ from exotrack.histology import process_sample
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
 process_sample(
     sample=snakemake.wildcards.sample,
-    path=snakemake.input.image,
+    path=snakemake.params.path,
     options=snakemake.params.options,
     marker=snakemake.params.marker,
     channels=snakemake.params.channels,

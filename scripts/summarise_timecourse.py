@@ -7,6 +7,6 @@ from exotrack.bli import timecourse
 from exotrack.sheet import load_sample_sheet
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
-sheet = load_sample_sheet(snakemake.input.sheet, snakemake.params.schema)
+sheet = load_sample_sheet(snakemake.input.sheet, snakemake.params.schema, check_paths=False)
 rois = bli_rois(sheet, dict(zip(snakemake.params.samples, snakemake.input.rois)))
 io.write_table(timecourse(rois), snakemake.output[0])

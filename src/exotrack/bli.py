@@ -174,10 +174,12 @@ def _find(folder: Path, name: str) -> Path | None:
 
 
 def _read_tiff(path: Path, what: str) -> np.ndarray:
+    if path.stat().st_size == 0:
+        raise io.InputError(f"{path.name} ({what}) is empty (0 bytes)")
     try:
         data = tifffile.imread(path)
     except Exception as exc:
-        raise io.InputError(f"cannot read {path.name} ({what}) as a TIFF image ({exc})") from exc
+        raise io.unreadable(path, "TIFF image", exc, what=what) from exc
     if data.size == 0:
         raise io.InputError(f"cannot read {path.name} ({what}) as a TIFF image: it holds no pixels")
     data = np.squeeze(data)
@@ -222,6 +224,10 @@ def read_acquisition(folder, *, saturation_counts: float | None = None) -> Acqui
     bias = float(_read_tiff(bias_path, "read bias").mean()) if bias_path else 0.0
     if saturation_counts is None:
         saturation_counts = float(np.iinfo(counts.dtype).max) if np.issubdtype(counts.dtype, np.integer) else np.inf
+    try:  # a few saturated pixels are flagged on their ROI; a mostly saturated image is refused
+        io.check_pixels(counts, ceiling=saturation_counts)
+    except io.InputError as exc:
+        raise io.InputError(f"{lum_path.name} (luminescent image): {exc}") from None
     counts = counts.astype(np.float64)
     radiance = coefficient * (counts - bias) / exposure / binning ** 2
     photo_path = _find(folder, "photograph.TIF")
@@ -238,7 +244,12 @@ def read_acquisition(folder, *, saturation_counts: float | None = None) -> Acqui
 
 def read_radiance_tiff(path, *, fov_cm: float) -> Acquisition:
     """A plain radiance image (p/s/cm²/sr per pixel) whose field of view comes from the config."""
-    data = _read_tiff(io.check_file(path), "radiance image").astype(np.float64)
+    data = _read_tiff(io.check_file(path), "radiance image")
+    try:
+        io.check_pixels(data, ceiling=np.inf)  # calibrated radiance has no camera ceiling
+    except io.InputError as exc:
+        raise io.InputError(f"{Path(path).name} (radiance image): {exc}") from None
+    data = data.astype(np.float64)
     return Acquisition(data, data, None, fov_cm, np.inf)
 
 
@@ -444,6 +455,16 @@ def analyse_acquisition(acq: Acquisition, *, rois: list[ROI] | None, subjects: l
     auto = automatic_rois(acq, options=options, subjects=subjects)
     if rois:
         given = [replace(r, subject=r.subject or (subjects[0] if len(subjects) == 1 else "")) for r in rois]
+        outside = [r.name for r in given if not r.pixels(acq.radiance.shape).any()]
+        if outside:
+            raise io.InputError(f"ROI(s) {', '.join(map(repr, outside))} lie outside the luminescent image "
+                                f"({acq.radiance.shape[0]} x {acq.radiance.shape[1]} pixels)")
+        stray = sorted({r.subject for r in given if r.subject not in subjects and r.name != "background"})
+        if stray:  # measured, they would belong to no mouse and leave its flux silently empty
+            raise io.InputError(
+                f"the ROIs name subject(s) {', '.join(map(repr, stray))}, but this acquisition's animal(s) are "
+                f"{', '.join(map(repr, subjects))} (from the sheet's subject column, else the Animal Number "
+                "label, else the sample id); make the two agree")
         if not any(r.name == "background" for r in given):
             given += [r for r in auto if r.name == "background"]
         rois = given

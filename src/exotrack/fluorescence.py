@@ -149,18 +149,7 @@ def check_image(data: np.ndarray, *, max_saturated_fraction: float) -> None:
     """Refuse images that cannot hold a measurement, saying why."""
     if data.size == 0 or min(data.shape[-2:]) < 8:
         raise io.InputError(f"image is too small to analyse (shape {data.shape})")
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-        raise io.InputError("image contains NaN or infinite values")
-    lo, hi = data.min(), data.max()
-    if lo == hi:
-        raise io.InputError(f"image is empty: every pixel has the value {lo}")
-    if np.issubdtype(data.dtype, np.integer):
-        ceiling = np.iinfo(data.dtype).max
-        saturated = float(np.mean(data == ceiling))
-        if saturated > max_saturated_fraction:
-            raise io.InputError(
-                f"image is saturated: {100 * saturated:.1f}% of pixels are at the camera's "
-                f"maximum ({ceiling}); reacquire with a shorter exposure")
+    io.check_pixels(data, max_saturated_fraction=max_saturated_fraction)
 
 
 def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, options: dict,

@@ -75,13 +75,17 @@ class Section:
     channel_names: list[str]
     brightfield: bool
     pixel_size_um: float | None
+    dtype: np.dtype = np.dtype(np.uint8)
     _array: object = field(repr=False, default=None)
     _order: tuple = field(repr=False, default=(0, 1, 2))
     _store: object = field(repr=False, default=None)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         index = {0: slice(y0, y1), 1: slice(x0, x1), 2: slice(None)}
-        region = np.asarray(self._array[tuple(index[axis] for axis in self._order)])
+        try:
+            region = np.asarray(self._array[tuple(index[axis] for axis in self._order)])
+        except Exception as exc:  # a damaged tile shows only when it is decoded
+            raise io.unreadable(self.path, "TIFF image", exc) from exc
         return np.moveaxis(region, [0, 1, 2], list(self._order)).astype(np.float32)
 
     def close(self) -> None:
@@ -100,8 +104,8 @@ def open_section(path) -> Section:
             with PILImage.open(path) as image:
                 rgb = np.asarray(image.convert("RGB"))
         except Exception as exc:
-            raise io.InputError(f"cannot read {path.name} as an image ({exc})") from exc
-        return Section(path, rgb.shape[:2], ["R", "G", "B"], True, None, rgb)
+            raise io.unreadable(path, "image", exc) from exc
+        return Section(path, rgb.shape[:2], ["R", "G", "B"], True, None, rgb.dtype, rgb)
     try:
         tif = tifffile.TiffFile(path)
         series = tif.series[0]
@@ -114,7 +118,7 @@ def open_section(path) -> Section:
 
         array = zarr.open(store, mode="r")
     except Exception as exc:
-        raise io.InputError(f"cannot read {path.name} as a TIFF image ({exc})") from exc
+        raise io.unreadable(path, "TIFF image", exc) from exc
     finally:
         if "tif" in locals():
             tif.close()
@@ -133,7 +137,8 @@ def open_section(path) -> Section:
     brightfield = photometric == tifffile.PHOTOMETRIC.RGB and n_channels in (3, 4) and dtype == np.uint8
     if len(names) != n_channels:
         names = ["R", "G", "B", "A"][:n_channels] if brightfield else [str(i) for i in range(n_channels)]
-    return Section(path, (shape["Y"], shape["X"]), names, brightfield, sizes[2], array, order, store)
+    return Section(path, (shape["Y"], shape["X"]), names, brightfield, sizes[2], np.dtype(dtype), array, order,
+                   store)
 
 
 class _Squeezed:
@@ -333,6 +338,10 @@ def overview(section: Section, *, roles: dict[str, int], pixel_size_um: float, o
         block = section.read(y0, y1, x0, x1)
         image[y0 // factor: math.ceil(y1 / factor), x0 // factor: math.ceil(x1 / factor)] = block_reduce_mean(
             block, (factor, factor, 1))[0]
+    ceiling = np.iinfo(section.dtype).max if np.issubdtype(section.dtype, np.integer) else None
+    # Bare glass may sit at the camera's white, so a brightfield slide is refused as saturated only
+    # when every pixel is.
+    io.check_pixels(image, ceiling=ceiling, max_saturated_fraction=1.0 if section.brightfield else 0.05)
     size = pixel_size_um * factor
     if section.brightfield:
         light = background_light(image)

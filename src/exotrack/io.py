@@ -143,6 +143,37 @@ def check_file(path) -> Path:
     return path
 
 
+def check_pixels(data: np.ndarray, *, ceiling: float | None = None, max_saturated_fraction: float = 0.05) -> None:
+    """Refuse pixel data that cannot hold a measurement, saying why: NaN or infinite values, more
+    than ``max_saturated_fraction`` of pixels at the ``ceiling`` (an integer type's maximum unless
+    given; a float image without a stated ceiling is never called saturated), or one value
+    everywhere (a blank or failed acquisition)."""
+    if data.size == 0:
+        raise InputError(f"the image holds no pixels (shape {data.shape})")
+    if np.issubdtype(data.dtype, np.floating):
+        bad = data.size - int(np.count_nonzero(np.isfinite(data)))
+        if bad:
+            raise InputError(f"NaN or infinite values in {bad} of {data.size} pixels; export the image "
+                             "again without them (e.g. fill masked areas with 0)")
+    if ceiling is None and np.issubdtype(data.dtype, np.integer):
+        ceiling = np.iinfo(data.dtype).max
+    lo, hi = data.min(), data.max()
+    if ceiling is not None:
+        saturated = float(np.count_nonzero(data >= ceiling)) / data.size
+        if saturated > max_saturated_fraction or lo >= ceiling:
+            raise InputError(f"image is saturated: {100 * saturated:.1f}% of pixels are at the camera's "
+                             f"maximum ({ceiling:g}); acquire again with a shorter exposure or lower gain")
+    if lo == hi:
+        raise InputError(f"image is empty: every pixel is {lo:g} (a blank or failed acquisition)")
+
+
+def unreadable(path, kind: str, exc: Exception, *, what: str = "") -> InputError:
+    """The error for a file that exists but cannot be decoded as a ``kind`` (``what`` it holds)."""
+    name = f"{Path(path).name} ({what})" if what else Path(path).name
+    return InputError(f"cannot read {name} as a {kind}: the file is damaged, incomplete (an "
+                      f"interrupted copy?) or of another format ({exc})")
+
+
 def tiff_metadata(tif: tifffile.TiffFile) -> tuple[list[str], tuple, float | None]:
     """Channel names, pixel size ``(z, y, x)`` in µm (``None`` where unstated) and frame interval
     in seconds of an open TIFF, from OME-XML, ImageJ metadata or the resolution tags."""
@@ -187,7 +218,7 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
     except InputError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files
-        raise InputError(f"cannot read {path.name} as a TIFF image ({exc})") from exc
+        raise unreadable(path, "TIFF image", exc) from exc
     norm = _normalise_axes(file_axes, axes)
     data = _to_tczyx(data, norm)
     n_c = data.shape[1]

@@ -54,6 +54,7 @@ DEFAULTS = {
 }
 
 _PA_NAME = re.compile(r"^PA[_ -]?(\d{3,4})(?:\s*nm)?$", re.IGNORECASE)
+_US_NAMES = ("us", "b-mode", "bmode")
 
 
 @dataclass
@@ -87,16 +88,25 @@ def read_stack(path, *, voxel_size_um=None) -> Stack:
             raise io.InputError(f"expected a (C)ZYX stack, but the file has {image.n_frames} time points")
         names = image.channel_names if image.data.shape[1] > 1 else (
             image.channel_names if image.channel_names != ["0"] else ["US"])
-        channels = {name: image.data[0, c].astype(np.float32) for c, name in enumerate(names)}
+        channels = {name: image.data[0, c] for c, name in enumerate(names)}
         file_size = image.pixel_size_um
     size = tuple(f if f else g for f, g in zip(file_size, voxel_size_um or (None, None, None)))
     if any(s is None for s in size):
         raise io.InputError("the file does not state its voxel size; give pixel_size_um (z,y,x) in the sample "
                             "sheet or photoacoustic.voxel_size_um in the config")
+    for name, values in channels.items():
+        # Ready-made sO2/HbT maps may hold NaN where there was no signal; measured channels may not.
+        # B-mode shows bright skin and capsules at the display's maximum, so only a mostly saturated
+        # channel is refused.
+        if name.lower() in _US_NAMES or _PA_NAME.match(name):
+            try:
+                io.check_pixels(values, max_saturated_fraction=0.5)
+            except io.InputError as exc:
+                raise io.InputError(f"channel {name!r}: {exc}") from None
     shapes = {n: v.shape for n, v in channels.items()}
     if len(set(shapes.values())) > 1:
         raise io.InputError("channels differ in shape: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
-    return Stack(channels, tuple(float(s) for s in size))
+    return Stack({n: v.astype(np.float32) for n, v in channels.items()}, tuple(float(s) for s in size))
 
 
 def _is_dicom(path: Path) -> bool:
@@ -116,7 +126,7 @@ def read_dicom(path) -> tuple[np.ndarray, tuple]:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array.astype(np.float32)
     except Exception as exc:
-        raise io.InputError(f"cannot read {Path(path).name} as a DICOM image with pixel data ({exc})") from exc
+        raise io.unreadable(path, "DICOM image with pixel data", exc) from exc
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     rgb = getattr(ds, "SamplesPerPixel", 1) == 3
     if rgb:
@@ -313,7 +323,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
         stack = read_stack(path, voxel_size_um=given)
         if pixel_size_um:  # the sheet overrides the file
             stack.voxel_size_um = parse_pixel_size(pixel_size_um)
-        us = next((v for n, v in stack.channels.items() if n.lower() in ("us", "b-mode", "bmode")), None)
+        us = next((v for n, v in stack.channels.items() if n.lower() in _US_NAMES), None)
         if us is None:
             raise io.InputError("no ultrasound channel: expected one named 'US' among "
                                 + ", ".join(repr(n) for n in stack.channels))

@@ -159,6 +159,8 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
     """
     image = np.asarray(image, dtype=np.float32)
     ndim = image.ndim
+    if min(image.shape[-2:]) < 2:  # no 2 x 2 block: the noise, hence significance, is unknown
+        return _empty()
     sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
     response = ndi.gaussian_filter(image, sigma, truncate=3.0)
     response -= ndi.gaussian_filter(image, sigma * _SURROUND, truncate=3.0)

@@ -91,9 +91,13 @@ def _with_defaults(value, schema):
     return value
 
 
-def load_sample_sheet(path, schema) -> pd.DataFrame:
+def load_sample_sheet(path, schema, *, check_paths: bool = True) -> pd.DataFrame:
     """Read and validate a sample sheet (TSV); paths become absolute, resolved against the
-    sheet's folder. Every problem is reported with its row and column."""
+    sheet's folder. Every problem is reported with its row and column.
+
+    ``check_paths=False`` skips checking that each sample's data exist: for steps after planning,
+    where a file that has vanished since is that sample's status, not a sheet error.
+    """
     path = Path(path)
     if not path.exists():
         raise SheetError(f"sample sheet not found: {path}")
@@ -113,7 +117,8 @@ def load_sample_sheet(path, schema) -> pd.DataFrame:
                         + ", ".join(SHEET_COLUMNS))
     schema = _load_schema(schema)
     validator = Draft202012Validator(schema)
-    for i, row in sheet.iterrows():
+    rows = sheet.to_dict("records")  # iterrows builds a Series per row: slow for a plate screen
+    for i, row in enumerate(rows):
         record = {k: v.strip() for k, v in row.items() if k in SHEET_COLUMNS and v.strip() != ""}
         for error in validator.iter_errors(record):
             column = error.path[0] if error.path else ""
@@ -122,11 +127,11 @@ def load_sample_sheet(path, schema) -> pd.DataFrame:
                             else f"{where}: {_describe(error)}")
     dupes = sheet["sample"][sheet["sample"].duplicated()].unique()
     for d in dupes:
-        rows = [str(i + 2) for i in sheet.index[sheet["sample"] == d]]
-        problems.append(f"sample id {d!r} is used more than once (rows {', '.join(rows)})")
-    for i, row in sheet.iterrows():
+        lines = [str(i + 2) for i in sheet.index[sheet["sample"] == d]]
+        problems.append(f"sample id {d!r} is used more than once (rows {', '.join(lines)})")
+    for i, row in enumerate(rows):
         raw = row["path"].strip()
-        if raw and not (path.parent / raw).exists():
+        if check_paths and raw and not (path.parent / raw).exists():
             problems.append(f"row {i + 2} (sample {row['sample']!r}), column 'path': "
                             f"{raw!r} does not exist (looked in {(path.parent / raw).resolve()})")
         roles = CHANNEL_ROLES.get(row["modality"].strip(), ())

@@ -4,8 +4,6 @@
 rule analyse_bli:
     wildcard_constraints:
         sample=sample_regex(samples_of("bli")),
-    input:
-        acquisition=sample_field("path"),
     output:
         rois=f"{RESULTS}/bli/{{sample}}/rois.csv",
         radiance=f"{RESULTS}/bli/{{sample}}/radiance.tif",
@@ -18,6 +16,8 @@ rule analyse_bli:
             labels={"sample": "{sample}"},
         ),
     params:
+        path=sample_field("path"),
+        raw=raw_state,
         options=config["bli"],
         subject=sample_field("subject"),
     log:

@@ -1,4 +1,5 @@
 # Validation of the config and the sample sheet, and input functions shared by the rules.
+import functools
 import re
 from pathlib import Path
 
@@ -31,6 +32,9 @@ def _load():
 
 _validated, samples = _load()
 config.update(_validated)
+# Row lookups by id for the input and params functions: pandas' .loc costs tens of microseconds a
+# call, and planning a plate screen makes several per sample.
+_ROWS = samples.to_dict("index")
 
 
 wildcard_constraints:
@@ -44,7 +48,7 @@ def samples_of(modality):
 
 # Time-lapses (T > 1) get the tracking rule; the header says so without reading pixels.
 _FRAMES = {
-    s: exo_io.count_frames(samples.loc[s, "path"], axes=samples.loc[s, "axes"] or None)
+    s: exo_io.count_frames(_ROWS[s]["path"], axes=_ROWS[s]["axes"] or None)
     for s in samples_of("fluorescence")
 }
 
@@ -57,12 +61,12 @@ def still_samples():
     return [s for s, n in _FRAMES.items() if n <= 1]
 
 
-def sample_regex(names):
-    """Wildcard constraint matching exactly these sample ids (or nothing).
+_ID = r"[A-Za-z0-9_.-]+"
 
-    Built as a prefix tree: a plain alternation of thousands of ids costs Snakemake a scan of
-    every alternative for every file it matches, which dominated planning a 10,000-sample sheet.
-    """
+
+def _id_trie(names):
+    """Regex matching these ids, built as a prefix tree (a plain alternation of thousands of ids
+    costs a scan of every alternative for every file matched)."""
     trie = {}
     for name in names:
         node = trie
@@ -79,12 +83,58 @@ def sample_regex(names):
             return f"(?:{body})?"
         return body
 
-    return pattern(trie) if names else "(?!)"
+    return pattern(trie)
+
+
+def sample_regex(names):
+    """Wildcard constraint matching exactly these sample ids (or nothing).
+
+    Snakemake copies a rule's constraint into each of its file patterns and rescans that text
+    whenever it fills in a pattern, so the constraint stays short even for a 10,000-field screen:
+    it lists the ids, or, when they are most of the sheet, excludes the others (an excluded id is
+    one followed by the end of its folder name, ``/``, or of its QC image name, ``.png``).
+    """
+    names = set(names)
+    others = set(samples.index) - names
+    if not names:
+        return "(?!)"
+    if len(others) < len(names):
+        return f"(?!{_id_trie(others)}(?:/|\\.png$)){_ID}" if others else _ID
+    return _id_trie(names)
 
 
 def sample_field(column):
     """Input/params function: one column of the sample's sheet row."""
-    return lambda wildcards: samples.loc[wildcards.sample, column]
+    return lambda wildcards: _ROWS[wildcards.sample][column]
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_stat(sample):
+    """``(name, size, mtime_ns)`` of each file of a sample's raw data, once per planning."""
+    path = Path(_ROWS[sample]["path"])
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    found = []
+    for file in files:
+        try:
+            stat = file.stat()
+        except FileNotFoundError:
+            continue
+        found.append((file.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
+
+
+def raw_state(wildcards):
+    """Params function: size and modification time of each file of a sample's raw data.
+
+    Raw data reach the analysis as a param, not an input: Snakemake fails a job whose input
+    vanished after planning, and with it every table of the study, while the analysis records a
+    missing file as that sample's status. As a param, a changed file still reruns the sample.
+    """
+    return ";".join(f"{name}:{size}:{mtime}" for name, size, mtime in _raw_stat(wildcards.sample))
+
+
+def raw_size_mb(wildcards):
+    return sum(size for _, size, _ in _raw_stat(wildcards.sample)) / 1e6
 
 
 # Modalities this version analyses; each has a rule writing results/<modality>/<sample>/metrics.json.

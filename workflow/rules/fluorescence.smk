@@ -4,8 +4,6 @@
 rule analyse_fluorescence:
     wildcard_constraints:
         sample=sample_regex(still_samples()),
-    input:
-        image=sample_field("path"),
     output:
         cells=f"{RESULTS}/fluorescence/{{sample}}/cells.csv",
         puncta=f"{RESULTS}/fluorescence/{{sample}}/puncta.csv",
@@ -20,6 +18,8 @@ rule analyse_fluorescence:
             labels={"sample": "{sample}"},
         ),
     params:
+        path=sample_field("path"),
+        raw=raw_state,
         options=config["fluorescence"],
         channels=sample_field("channels"),
         pixel_size_um=sample_field("pixel_size_um"),
@@ -31,7 +31,7 @@ rule analyse_fluorescence:
     threads: 1
     resources:
         # Labels, filtered copies and float images: about 40 bytes per input pixel.
-        mem_mb=lambda wildcards, input, attempt: int(1000 + 40 * input.size_mb * attempt),
+        mem_mb=lambda wildcards, attempt: int(1000 + 40 * raw_size_mb(wildcards) * attempt),
         runtime=lambda wildcards, attempt: 10 * attempt,
     script:
         "../../scripts/analyse_fluorescence.py"

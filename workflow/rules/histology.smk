@@ -4,8 +4,6 @@
 rule analyse_histology:
     wildcard_constraints:
         sample=sample_regex(samples_of("histology")),
-    input:
-        image=sample_field("path"),
     output:
         summary=f"{RESULTS}/histology/{{sample}}/summary.csv",
         cells=f"{RESULTS}/histology/{{sample}}/cells.csv",
@@ -18,6 +16,8 @@ rule analyse_histology:
             labels={"sample": "{sample}"},
         ),
     params:
+        path=sample_field("path"),
+        raw=raw_state,
         options=config["histology"],
         marker=sample_field("marker"),
         channels=sample_field("channels"),
@@ -30,6 +30,6 @@ rule analyse_histology:
     resources:
         # Tiles bound the memory whatever the slide's size.
         mem_mb=lambda wildcards, attempt: 1500 * attempt,
-        runtime=lambda wildcards, input, attempt: int(10 + input.size_mb / 20) * attempt,
+        runtime=lambda wildcards, attempt: int(10 + raw_size_mb(wildcards) / 20) * attempt,
     script:
         "../../scripts/analyse_histology.py"

@@ -4,8 +4,6 @@
 rule analyse_photoacoustic:
     wildcard_constraints:
         sample=sample_regex(samples_of("photoacoustic")),
-    input:
-        image=sample_field("path"),
     output:
         regions=f"{RESULTS}/photoacoustic/{{sample}}/regions.csv",
         mask=f"{RESULTS}/photoacoustic/{{sample}}/node.tif",
@@ -18,6 +16,8 @@ rule analyse_photoacoustic:
             labels={"sample": "{sample}"},
         ),
     params:
+        path=sample_field("path"),
+        raw=raw_state,
         options=config["photoacoustic"],
         pixel_size_um=sample_field("pixel_size_um"),
         seed=sample_field("seed"),
@@ -28,7 +28,7 @@ rule analyse_photoacoustic:
     threads: 1
     resources:
         # Smoothed copies, labels and unmixed maps: about 40 bytes per voxel and channel.
-        mem_mb=lambda wildcards, input, attempt: int(1000 + 40 * input.size_mb * attempt),
+        mem_mb=lambda wildcards, attempt: int(1000 + 40 * raw_size_mb(wildcards) * attempt),
         runtime=lambda wildcards, attempt: 10 * attempt,
     script:
         "../../scripts/analyse_photoacoustic.py"

@@ -26,5 +26,5 @@ use rule analyse_fluorescence as track_fluorescence with:
         "logs/benchmark/track_fluorescence/{sample}.tsv"
     resources:
         # A movie holds every frame's labels as well as the pixels.
-        mem_mb=lambda wildcards, input, attempt: int(1000 + 60 * input.size_mb * attempt),
-        runtime=lambda wildcards, input, attempt: int(10 + input.size_mb) * attempt,
+        mem_mb=lambda wildcards, attempt: int(1000 + 60 * raw_size_mb(wildcards) * attempt),
+        runtime=lambda wildcards, attempt: int(10 + raw_size_mb(wildcards)) * attempt,

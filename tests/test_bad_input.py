@@ -1,0 +1,293 @@
+"""The bad-input corpus: every class of bad input the issue lists, for every modality, generated here
+and run through the real workflow next to one good sample per modality.
+
+Each bad sample must end with a ``status`` that names the problem in words (no traceback, no
+"analysis failed"), its QC image must say so, and every good sample must finish as if alone. Sheet
+and configuration errors are in ``test_workflow_errors.py``: they stop the run before any job.
+"""
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from conftest import REPO, run_snakemake
+from exotrack.demo import CHANNELS, simulate_uptake_field
+from exotrack.demo_bli import Mouse, simulate_acquisition
+from exotrack.demo_histology import simulate_section, write_section_tiff
+from exotrack.demo_photoacoustic import simulate_volume
+from exotrack.io import write_ome_tiff
+
+
+def _good_fluorescence(path):
+    field = simulate_uptake_field(shape=(192, 192), n_cells=3, seed=3)
+    write_ome_tiff(path, field.image, axes="CYX", channel_names=CHANNELS, pixel_size_um=field.pixel_size_um)
+    return field.image
+
+
+def _good_volume(path):
+    volume = simulate_volume(shape=(12, 100, 120), radii_mm=(0.6, 0.6, 0.8), depth_mm=2.5, seed=26)
+    write_ome_tiff(path, volume.image, axes="CZYX", channel_names=volume.channel_names,
+                   pixel_size_um=volume.voxel_size_um)
+    return volume
+
+
+def _good_section(path):
+    section = simulate_section(shape=(256, 256), seed=7)
+    write_section_tiff(path, section.image, pixel_size_um=0.5)
+    return section.image
+
+
+def _good_ivis(folder):
+    simulate_acquisition(folder, [Mouse("m1", 1e7, 1e6)], binning=8, roi_source="csv", seed=5)
+
+
+def _truncate(source, target):
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+
+
+def _with_nan(image):
+    image = image.astype(np.float32)
+    image.flat[:: 97] = np.nan
+    image.flat[1:: 997] = np.inf
+    return image
+
+
+def _write_volume(path, data, volume, names=None):
+    write_ome_tiff(path, data, axes="CZYX", channel_names=names or volume.channel_names,
+                   pixel_size_um=volume.voxel_size_um)
+
+
+def _write_fluorescence(path, data, names=CHANNELS):
+    write_ome_tiff(path, data, axes="CYX", channel_names=names, pixel_size_um=(None, 0.16, 0.16))
+
+
+def _ivis_variant(root, name, change):
+    folder = shutil.copytree(root / "good_bli", root / name)
+    change(folder)
+    return folder
+
+
+def _drop_calibration(folder):
+    for name in ("ClickInfo.txt", "AnalyzedClickInfo.txt"):
+        text = (folder / name).read_text()
+        (folder / name).write_text("\n".join(l for l in text.splitlines() if not l.startswith("Coef C-ccd")))
+
+
+def _luminescent(data):
+    return lambda folder: tifffile.imwrite(folder / "luminescent.TIF", data)
+
+
+def _dicom_without_pixels(path):
+    path.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+
+
+# sample -> (modality, what the status must say). The generator below writes each one.
+EXPECTED = {
+    "f_truncated": ("fluorescence", "cannot read f_truncated.ome.tif as a TIFF image"),
+    "f_not_an_image": ("fluorescence", "cannot read f_not_an_image.tif as a TIFF image"),
+    "f_wrong_dimensions": ("fluorescence", "cannot interpret image axes"),
+    "f_missing_channel": ("fluorescence", "exosomes channel 'CD63-RFP' not found"),
+    "f_all_zero": ("fluorescence", "image is empty: every pixel is 0"),
+    "f_saturated": ("fluorescence", "saturated: 100.0% of pixels are at the camera's maximum (65535)"),
+    "f_nan": ("fluorescence", "NaN or infinite values in"),
+    "f_zero_bytes": ("fluorescence", "image file is empty (0 bytes)"),
+    "h_truncated": ("histology", "cannot read h_truncated.tif as a TIFF image"),
+    "h_not_an_image": ("histology", "cannot read h_not_an_image.tif as a TIFF image"),
+    "h_wrong_dimensions": ("histology", "a section must be one 2-D plane"),
+    "h_missing_channel": ("histology", "nuclei channel 'DAPI' not found"),
+    "h_all_zero": ("histology", "empty: every pixel is 0"),
+    "h_saturated": ("histology", "saturated: 100.0% of pixels are at the camera's maximum (255)"),
+    "h_nan": ("histology", "NaN or infinite values in"),
+    "h_zero_bytes": ("histology", "image file is empty (0 bytes)"),
+    "b_truncated": ("bli", "cannot read luminescent.TIF (luminescent image) as a TIFF image: the file is damaged"),
+    "b_not_an_image": ("bli", "cannot read luminescent.TIF (luminescent image) as a TIFF image: the file is damaged"),
+    "b_wrong_dimensions": ("bli", "luminescent.TIF (luminescent image) should be one 2-D image"),
+    "b_missing_part": ("bli", "has no luminescent.TIF"),
+    "b_no_calibration": ("bli", "no calibration line 'Coef C-ccd at FOV"),
+    "b_all_zero": ("bli", "empty: every pixel is 0"),
+    "b_saturated": ("bli", "saturated: 100.0% of pixels are at the camera's maximum (65535)"),
+    "b_nan": ("bli", "NaN or infinite values in"),
+    "b_rois_for_another_mouse": ("bli", "the ROIs name subject(s) 'm1', but this acquisition's animal(s) are "
+                                        "'b_rois_for_another_mouse'"),
+    "b_zero_bytes": ("bli", "luminescent.TIF (luminescent image) is empty (0 bytes)"),
+    "p_truncated": ("photoacoustic", "cannot read p_truncated.ome.tif as a TIFF image"),
+    "p_not_an_image": ("photoacoustic", "cannot read p_not_an_image.tif as a TIFF image"),
+    "p_wrong_dimensions": ("photoacoustic", "expected a (C)ZYX stack, but the file has 3 time points"),
+    "p_missing_channel": ("photoacoustic", "no ultrasound channel: expected one named 'US'"),
+    "p_all_zero": ("photoacoustic", "empty: every pixel is 0"),
+    "p_saturated": ("photoacoustic", "saturated: 100.0% of pixels are at the camera's maximum (65535)"),
+    "p_nan": ("photoacoustic", "NaN or infinite values in"),
+    "p_zero_bytes": ("photoacoustic", "image file is empty (0 bytes)"),
+    "p_dicom_no_pixels": ("photoacoustic", "cannot read p_dicom_no_pixels.dcm as a DICOM image with pixel data"),
+}
+GOOD = {"good_fluorescence": "fluorescence", "good_histology": "histology", "good_bli": "bli",
+        "good_photoacoustic": "photoacoustic"}
+
+
+def write_corpus(root):
+    """Write the good and bad samples under ``root``; return the sample-sheet rows."""
+    rows = []
+
+    def add(sample, path, **extra):
+        rows.append({"sample": sample, "modality": GOOD.get(sample) or EXPECTED[sample][0],
+                     "path": path.name, "group": "bad" if sample in EXPECTED else "good", **extra})
+
+    good = root / "good_fluorescence.ome.tif"
+    image = _good_fluorescence(good)
+    add("good_fluorescence", good)
+    _truncate(good, root / "f_truncated.ome.tif")
+    add("f_truncated", root / "f_truncated.ome.tif")
+    (root / "f_not_an_image.tif").write_text("Exported by the microscope: see attached images.\n")
+    add("f_not_an_image", root / "f_not_an_image.tif")
+    tifffile.imwrite(root / "f_wrong_dimensions.tif", np.zeros((2, 2, 2, 2, 32, 32), np.uint16))
+    add("f_wrong_dimensions", root / "f_wrong_dimensions.tif")
+    _write_fluorescence(root / "f_missing_channel.ome.tif", image, names=["Hoechst", "GFP", "CellMask"])
+    add("f_missing_channel", root / "f_missing_channel.ome.tif")
+    _write_fluorescence(root / "f_all_zero.ome.tif", np.zeros_like(image))
+    add("f_all_zero", root / "f_all_zero.ome.tif")
+    _write_fluorescence(root / "f_saturated.ome.tif", np.full_like(image, 65535))
+    add("f_saturated", root / "f_saturated.ome.tif")
+    _write_fluorescence(root / "f_nan.ome.tif", _with_nan(image))
+    add("f_nan", root / "f_nan.ome.tif")
+    (root / "f_zero_bytes.tif").touch()
+    add("f_zero_bytes", root / "f_zero_bytes.tif")
+
+    good = root / "good_histology.tif"
+    rgb = _good_section(good)
+    add("good_histology", good, marker="CD206")
+    _truncate(good, root / "h_truncated.tif")
+    add("h_truncated", root / "h_truncated.tif")
+    (root / "h_not_an_image.tif").write_text("<html>slide scanner export failed</html>")
+    add("h_not_an_image", root / "h_not_an_image.tif")
+    tifffile.imwrite(root / "h_wrong_dimensions.tif", np.stack([rgb] * 3), photometric="rgb",
+                     metadata={"axes": "ZYXS"}, resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    add("h_wrong_dimensions", root / "h_wrong_dimensions.tif")
+    tifffile.imwrite(root / "h_missing_channel.tif", np.moveaxis(rgb, -1, 0)[:2], photometric="minisblack",
+                     metadata={"axes": "CYX", "Labels": ["Hoechst", "CD206"]}, imagej=True)
+    add("h_missing_channel", root / "h_missing_channel.tif", channels="nuclei=DAPI;marker=CD206",
+        pixel_size_um="0.5")
+    write_section_tiff(root / "h_all_zero.tif", np.zeros_like(rgb), pixel_size_um=0.5)
+    add("h_all_zero", root / "h_all_zero.tif")
+    write_section_tiff(root / "h_saturated.tif", np.full_like(rgb, 255), pixel_size_um=0.5)
+    add("h_saturated", root / "h_saturated.tif")
+    tifffile.imwrite(root / "h_nan.tif", _with_nan(np.moveaxis(rgb, -1, 0)[:2]), imagej=True,
+                     metadata={"axes": "CYX", "Labels": ["DAPI", "CD206"]})
+    add("h_nan", root / "h_nan.tif", channels="nuclei=DAPI;marker=CD206", pixel_size_um="0.5")
+    (root / "h_zero_bytes.tif").touch()
+    add("h_zero_bytes", root / "h_zero_bytes.tif")
+
+    _good_ivis(root / "good_bli")
+    add("good_bli", root / "good_bli", subject="m1")
+    counts = tifffile.imread(root / "good_bli" / "luminescent.TIF")
+    for sample, change in {
+        "b_truncated": lambda f: _truncate(root / "good_bli" / "luminescent.TIF", f / "luminescent.TIF"),
+        "b_not_an_image": lambda f: (f / "luminescent.TIF").write_text("IVIS export log"),
+        "b_wrong_dimensions": _luminescent(np.stack([counts] * 2)),
+        "b_missing_part": lambda f: (f / "luminescent.TIF").unlink(),
+        "b_no_calibration": _drop_calibration,
+        "b_all_zero": _luminescent(np.zeros_like(counts)),
+        "b_saturated": _luminescent(np.full_like(counts, 65535)),
+        "b_nan": _luminescent(_with_nan(counts)),
+        "b_zero_bytes": lambda f: (f / "luminescent.TIF").write_bytes(b""),
+        "b_rois_for_another_mouse": lambda f: None,  # rois.csv names m1; the sheet names no subject
+    }.items():
+        add(sample, _ivis_variant(root, sample, change))
+
+    good = root / "good_photoacoustic.ome.tif"
+    volume = _good_volume(good)
+    add("good_photoacoustic", good)
+    _truncate(good, root / "p_truncated.ome.tif")
+    add("p_truncated", root / "p_truncated.ome.tif")
+    (root / "p_not_an_image.tif").write_text("scan aborted")
+    add("p_not_an_image", root / "p_not_an_image.tif")
+    tifffile.imwrite(root / "p_wrong_dimensions.tif", volume.image[0, :3], imagej=True,
+                     metadata={"axes": "TYX"})
+    add("p_wrong_dimensions", root / "p_wrong_dimensions.tif", pixel_size_um="150,50,75")
+    _write_volume(root / "p_missing_channel.ome.tif", volume.image, volume, names=["Doppler", "PA750", "PA850"])
+    add("p_missing_channel", root / "p_missing_channel.ome.tif")
+    as_uint16 = np.zeros(volume.image.shape, np.uint16)
+    _write_volume(root / "p_all_zero.ome.tif", as_uint16, volume)
+    add("p_all_zero", root / "p_all_zero.ome.tif")
+    _write_volume(root / "p_saturated.ome.tif", as_uint16 + 65535, volume)
+    add("p_saturated", root / "p_saturated.ome.tif")
+    _write_volume(root / "p_nan.ome.tif", _with_nan(volume.image), volume)
+    add("p_nan", root / "p_nan.ome.tif")
+    (root / "p_zero_bytes.tif").touch()
+    add("p_zero_bytes", root / "p_zero_bytes.tif")
+    _dicom_without_pixels(root / "p_dicom_no_pixels.dcm")
+    add("p_dicom_no_pixels", root / "p_dicom_no_pixels.dcm", pixel_size_um="150,50,75")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    pd.DataFrame(write_corpus(root)).to_csv(root / "samples.tsv", sep="\t", index=False)
+    run_snakemake(root, "--config", "samples=samples.tsv")
+    table = pd.read_csv(root / "results" / "tables" / "samples.csv").drop_duplicates("sample")
+    return root, table.set_index("sample")
+
+
+@pytest.mark.parametrize("sample", sorted(EXPECTED))
+def test_bad_sample_is_named_in_words(corpus_run, sample):
+    root, table = corpus_run
+    status = table.loc[sample, "status"]
+    modality, words = EXPECTED[sample]
+    assert status.startswith("error: ") and words in status, status
+    assert "Traceback" not in status and "analysis failed" not in status
+    metrics = pd.read_json(root / "results" / modality / sample / "metrics.json", typ="series")
+    assert metrics["status"] == status
+    assert (root / "results" / "qc" / f"{sample}.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("sample", sorted(GOOD))
+def test_good_samples_finish_next_to_bad_ones(corpus_run, sample):
+    root, table = corpus_run
+    assert table.loc[sample, "status"] == "ok"
+    headline = {"fluorescence": "n_cells", "histology": "positive_cells_per_mm2", "bli": "tumor_total_flux_p_s",
+                "photoacoustic": "ln_volume_mm3"}[GOOD[sample]]
+    assert table.loc[sample, headline] > 0
+
+
+def test_corpus_leaves_no_partial_files(corpus_run):
+    root, _ = corpus_run
+    assert not [p for p in (root / "results").rglob("*") if p.name.startswith(".") and p.is_file()]
+
+
+def test_file_vanishing_between_planning_and_running(tmp_path):
+    """Planning sees every file; the bad ones are deleted once the first job has started."""
+    rows = []
+    for modality, writer, name in [("fluorescence", _good_fluorescence, "f.ome.tif"),
+                                   ("histology", _good_section, "h.tif"),
+                                   ("photoacoustic", _good_volume, "p.ome.tif")]:
+        writer(tmp_path / name)
+        rows.append({"sample": f"{modality}_vanishing", "modality": modality, "path": name})
+    _good_ivis(tmp_path / "ivis")
+    rows.append({"sample": "bli_vanishing", "modality": "bli", "path": "ivis"})
+    _good_fluorescence(tmp_path / "stays.ome.tif")
+    rows.insert(0, {"sample": "stays", "modality": "fluorescence", "path": "stays.ome.tif"})
+    pd.DataFrame(rows).to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+           "--configfile", str(REPO / "config.yaml"), "--cores", "1", "--config", "samples=samples.tsv",
+           "--prioritize", "results/fluorescence/stays/metrics.json"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        log = []
+        for line in process.stdout:
+            log.append(line)
+            if "wildcards: sample=stays" in line:  # the first job has started
+                break
+        for row in rows[1:]:
+            path = tmp_path / row["path"]
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        log.extend(process.stdout)
+        assert process.wait(timeout=600) == 0, "".join(log)
+    table = pd.read_csv(tmp_path / "results" / "tables" / "samples.csv").set_index("sample")
+    assert table.loc["stays", "status"] == "ok"
+    for row in rows[1:]:
+        status = table.loc[row["sample"], "status"]
+        assert status.startswith("error: ") and "not found" in status and row["path"] in status, status
