@@ -2,9 +2,10 @@
 
 Run on demand:  python benchmarks/bench_workflow.py [--fields 200] [--samples 10000]
 
-1. ``--fields`` small fluorescence fields (256 x 256 x 3) through the real workflow with all cores,
-   against their pure compute time (each field's ``process_sample`` timed in one process) divided
-   by the cores: the ratio is what job start-up and scheduling cost (target <= 1.5).
+1. ``--fields`` small fluorescence fields (``--side`` x ``--side`` x 3 pixels, 512 and 256 by
+   default) through the real workflow with all cores, against their pure compute time (each
+   field's ``process_sample`` timed in one process) divided by the cores: the ratio is what job
+   start-up, scheduling and the study-level steps cost (target <= 1.5).
 2. A dry run (``snakemake -n``) of a ``--samples`` sheet, all rows pointing at one small image:
    the time Snakemake takes to plan it (target <= 30 s).
 """
@@ -36,12 +37,13 @@ def snakemake(workdir: Path, *args) -> float:
     return time.perf_counter() - start
 
 
-def overhead(n_fields: int) -> None:
+def overhead(n_fields: int, side: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         rows = []
         for i in range(n_fields):
-            field = simulate_uptake_field(shape=(256, 256), n_cells=3, puncta_per_cell=20, seed=i)
+            field = simulate_uptake_field(shape=(side, side), n_cells=3 * (side // 256) ** 2, puncta_per_cell=20,
+                                          seed=i)
             write_ome_tiff(tmp / f"f{i}.ome.tif", field.image, axes="CYX", channel_names=CHANNELS,
                            pixel_size_um=field.pixel_size_um)
             rows.append({"sample": f"f{i}", "modality": "fluorescence", "path": f"f{i}.ome.tif",
@@ -56,7 +58,7 @@ def overhead(n_fields: int) -> None:
         compute = time.perf_counter() - start
         wall = snakemake(tmp)
     ideal = compute / os.cpu_count()
-    print(f"{n_fields} fields: workflow {wall:.1f} s vs compute {compute:.1f} s / {os.cpu_count()} cores = "
+    print(f"{n_fields} fields of {side} x {side}: workflow {wall:.1f} s vs compute {compute:.1f} s / {os.cpu_count()} cores = "
           f"{ideal:.1f} s: ratio {wall / ideal:.2f} (target <= 1.5)", flush=True)
 
 
@@ -76,10 +78,11 @@ def planning(n_samples: int) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fields", type=int, default=200)
+    parser.add_argument("--side", type=int, nargs="*", default=[512, 256])
     parser.add_argument("--samples", type=int, default=10000)
     args = parser.parse_args()
-    if args.fields:
-        overhead(args.fields)
+    for side in args.side if args.fields else []:
+        overhead(args.fields, side)
     if args.samples:
         planning(args.samples)
 

@@ -1,15 +1,18 @@
-"""Snakemake entry point: one fluorescence sample (a still or a time-lapse)."""
+"""Snakemake entry point: fluorescence samples (a batch of still fields, or one time-lapse)."""
 import logging
 
 from exotrack.fluorescence import process_sample
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
-process_sample(
-    sample=snakemake.wildcards.sample,
-    path=snakemake.params.path,
-    options=snakemake.params.options,
-    channels=snakemake.params.channels,
-    pixel_size_um=snakemake.params.pixel_size_um,
-    axes=snakemake.params.axes,
-    outputs=dict(snakemake.output.items()),
-)
+params = snakemake.params
+outputs = {key: [value] if isinstance(value, str) else list(value) for key, value in snakemake.output.items()}
+for i, sample in enumerate(params.samples):
+    process_sample(
+        sample=sample,
+        path=params.path[i],
+        options=params.options,
+        channels=params.channels[i],
+        pixel_size_um=params.pixel_size_um[i],
+        axes=params.axes[i],
+        outputs={key: paths[i] for key, paths in outputs.items()},
+    )

@@ -274,12 +274,12 @@ def test_file_vanishing_between_planning_and_running(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
            "--configfile", str(REPO / "config.yaml"), "--cores", "1", "--config", "samples=samples.tsv",
-           "--prioritize", "results/fluorescence/stays/metrics.json"]
+           "batch_size=1", "--prioritize", "results/fluorescence/stays/metrics.json"]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
         log = []
         for line in process.stdout:
             log.append(line)
-            if "wildcards: sample=stays" in line:  # the first job has started
+            if "rule analyse_fluorescence_batch0:" in line:  # the first job (stays alone) has started
                 break
         for row in rows[1:]:
             path = tmp_path / row["path"]

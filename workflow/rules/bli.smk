@@ -17,7 +17,7 @@ rule analyse_bli:
         ),
     params:
         path=sample_field("path"),
-        raw=raw_state,
+        raw=sample_raw_state,
         options=config["bli"],
         subject=sample_field("subject"),
     log:

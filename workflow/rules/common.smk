@@ -61,6 +61,12 @@ def still_samples():
     return [s for s, n in _FRAMES.items() if n <= 1]
 
 
+def still_batches():
+    """Still fields in sheet order, ``batch_size`` to a job."""
+    stills, size = still_samples(), config["batch_size"]
+    return [stills[i : i + size] for i in range(0, len(stills), size)]
+
+
 _ID = r"[A-Za-z0-9_.-]+"
 
 
@@ -123,18 +129,26 @@ def _raw_stat(sample):
     return tuple(found)
 
 
-def raw_state(wildcards):
-    """Params function: size and modification time of each file of a sample's raw data.
+def raw_state(sample):
+    """Size and modification time of each file of a sample's raw data.
 
     Raw data reach the analysis as a param, not an input: Snakemake fails a job whose input
     vanished after planning, and with it every table of the study, while the analysis records a
     missing file as that sample's status. As a param, a changed file still reruns the sample.
     """
-    return ";".join(f"{name}:{size}:{mtime}" for name, size, mtime in _raw_stat(wildcards.sample))
+    return ";".join(f"{name}:{size}:{mtime}" for name, size, mtime in _raw_stat(sample))
 
 
-def raw_size_mb(wildcards):
-    return sum(size for _, size, _ in _raw_stat(wildcards.sample)) / 1e6
+def raw_size_mb(sample):
+    return sum(size for _, size, _ in _raw_stat(sample)) / 1e6
+
+
+def sample_raw_state(wildcards):
+    return raw_state(wildcards.sample)
+
+
+def sample_raw_size_mb(wildcards):
+    return raw_size_mb(wildcards.sample)
 
 
 # Modalities this version analyses; each has a rule writing results/<modality>/<sample>/metrics.json.

@@ -17,7 +17,7 @@ rule analyse_histology:
         ),
     params:
         path=sample_field("path"),
-        raw=raw_state,
+        raw=sample_raw_state,
         options=config["histology"],
         marker=sample_field("marker"),
         channels=sample_field("channels"),
@@ -30,6 +30,6 @@ rule analyse_histology:
     resources:
         # Tiles bound the memory whatever the slide's size.
         mem_mb=lambda wildcards, attempt: 1500 * attempt,
-        runtime=lambda wildcards, attempt: int(10 + raw_size_mb(wildcards) / 20) * attempt,
+        runtime=lambda wildcards, attempt: int(10 + sample_raw_size_mb(wildcards) / 20) * attempt,
     script:
         "../../scripts/analyse_histology.py"

@@ -17,7 +17,7 @@ rule analyse_photoacoustic:
         ),
     params:
         path=sample_field("path"),
-        raw=raw_state,
+        raw=sample_raw_state,
         options=config["photoacoustic"],
         pixel_size_um=sample_field("pixel_size_um"),
         seed=sample_field("seed"),
@@ -28,7 +28,7 @@ rule analyse_photoacoustic:
     threads: 1
     resources:
         # Smoothed copies, labels and unmixed maps: about 40 bytes per voxel and channel.
-        mem_mb=lambda wildcards, attempt: int(1000 + 40 * raw_size_mb(wildcards) * attempt),
+        mem_mb=lambda wildcards, attempt: int(1000 + 40 * sample_raw_size_mb(wildcards) * attempt),
         runtime=lambda wildcards, attempt: 10 * attempt,
     script:
         "../../scripts/analyse_photoacoustic.py"

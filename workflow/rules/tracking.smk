@@ -1,7 +1,7 @@
 # Time-lapses: the same analysis, plus puncta and cells linked through time.
 
 
-use rule analyse_fluorescence as track_fluorescence with:
+rule track_fluorescence:
     wildcard_constraints:
         sample=sample_regex(timelapse_samples()),
     output:
@@ -20,11 +20,23 @@ use rule analyse_fluorescence as track_fluorescence with:
             subcategory="time-lapse",
             labels={"sample": "{sample}"},
         ),
+    params:
+        # Lists, as for a batch of still fields: one script serves both.
+        samples=lambda wildcards: [wildcards.sample],
+        path=lambda wildcards: [_ROWS[wildcards.sample]["path"]],
+        raw=lambda wildcards: [raw_state(wildcards.sample)],
+        options=config["fluorescence"],
+        channels=lambda wildcards: [_ROWS[wildcards.sample]["channels"]],
+        pixel_size_um=lambda wildcards: [_ROWS[wildcards.sample]["pixel_size_um"]],
+        axes=lambda wildcards: [_ROWS[wildcards.sample]["axes"]],
     log:
         "logs/track_fluorescence/{sample}.log",
     benchmark:
         "logs/benchmark/track_fluorescence/{sample}.tsv"
+    threads: 1
     resources:
         # A movie holds every frame's labels as well as the pixels.
-        mem_mb=lambda wildcards, attempt: int(1000 + 60 * raw_size_mb(wildcards) * attempt),
-        runtime=lambda wildcards, attempt: int(10 + raw_size_mb(wildcards)) * attempt,
+        mem_mb=lambda wildcards, attempt: int(1000 + 60 * sample_raw_size_mb(wildcards) * attempt),
+        runtime=lambda wildcards, attempt: int(10 + sample_raw_size_mb(wildcards)) * attempt,
+    script:
+        "../../scripts/analyse_fluorescence.py"
