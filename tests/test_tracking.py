@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from exotrack import fluorescence as fl
 from exotrack import io
 from exotrack.demo import simulate_movie
 from exotrack.evaluate import match_points, tracking_scores
@@ -128,6 +129,19 @@ def test_bleaching_does_not_break_detection():
 def test_dim_movie_gains_from_persistent_tracks():
     movie = simulate_movie(n_frames=40, n_particles=40, snr=2.5, seed=8)
     truth = movie.tracks[movie.tracks["visible"]]
-    strict = tracking_scores(truth, _analyse(movie).tracks)["alpha"]
-    lenient = tracking_scores(truth, _analyse(movie, track_snr_threshold=3.5, min_track_length=5).tracks)["alpha"]
-    assert lenient > strict
+    strict = tracking_scores(truth, _analyse(movie, track_snr_threshold=5.5).tracks)
+    fixed = tracking_scores(truth, _analyse(movie, track_snr_threshold=3.5, min_track_length=5).tracks)
+    auto = tracking_scores(truth, _analyse(movie).tracks)  # the default: dim tracks kept at <= 10% noise
+    assert fixed["alpha"] > strict["alpha"] and auto["alpha"] > fixed["alpha"] > strict["alpha"]
+    # Found tracks outweigh the false and broken ones the dim detections bring (beta counts both).
+    assert auto["beta"] > strict["beta"]
+
+
+def test_dim_track_threshold_is_target_decoy_selection():
+    scores = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    decoys = np.array([1.5, 2.5, 3.5])
+    # At 4 no decoy scores as high: 0 of 7 kept tracks would be noise.
+    assert fl.dim_track_threshold(scores, decoys, fdr=0.1) == 4.0
+    # Allowing a quarter of noise, 2 is low enough (2 decoys >= 2 against 9 tracks: 22%), 1 is not.
+    assert fl.dim_track_threshold(scores, decoys, fdr=0.25) == 2.0
+    assert fl.dim_track_threshold(scores, np.full(20, 99.0), fdr=0.1) == np.inf

@@ -70,13 +70,19 @@ def tracking_scores(truth, estimate, *, gate: float = 5.0, columns=("y", "x")) -
     t_len = np.bincount(t_index, minlength=len(t_ids))
     e_len = np.bincount(e_index, minlength=len(e_ids))
     # Per (truth, estimate) pair: summed capped distance over shared frames and their count.
-    a = pd.DataFrame({"t": t_index, "frame": truth["frame"].to_numpy()})
-    b = pd.DataFrame({"e": e_index, "frame": estimate["frame"].to_numpy()})
-    a[columns] = truth[columns].to_numpy(float)
-    b[[c + "_e" for c in columns]] = estimate[columns].to_numpy(float)
-    joined = a.merge(b, on="frame")
-    diff = joined[columns].to_numpy() - joined[[c + "_e" for c in columns]].to_numpy()
-    joined["d"] = np.minimum(np.sqrt((diff ** 2).sum(1)), gate)
+    # Only points within the gate of each other matter: found per frame with a k-d tree, as a
+    # join of every truth point with every estimate of its frame grows quadratically.
+    t_frame, e_frame = truth["frame"].to_numpy(), estimate["frame"].to_numpy()
+    t_pos, e_pos = truth[columns].to_numpy(float), estimate[columns].to_numpy(float)
+    t_rows, e_rows = [np.zeros(0, int)], [np.zeros(0, int)]
+    for frame in np.intersect1d(t_frame, e_frame):
+        ti, ei = np.flatnonzero(t_frame == frame), np.flatnonzero(e_frame == frame)
+        hits = cKDTree(e_pos[ei]).query_ball_point(t_pos[ti], gate)
+        t_rows.append(np.repeat(ti, [len(h) for h in hits]))
+        e_rows.append(ei[np.concatenate(hits).astype(int)] if len(hits) else np.zeros(0, int))
+    t_rows, e_rows = np.concatenate(t_rows), np.concatenate(e_rows)
+    joined = pd.DataFrame({"t": t_index[t_rows], "e": e_index[e_rows],
+                           "d": np.sqrt(((t_pos[t_rows] - e_pos[e_rows]) ** 2).sum(axis=1))})
     joined = joined[joined["d"] < gate]
     shared = joined.groupby(["t", "e"])["d"].agg(["sum", "count"]).reset_index()
     n_t, n_e = len(t_ids), len(e_ids)

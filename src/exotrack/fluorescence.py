@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
 
 from . import io, qc, tracking
 from .background import background_surface
-from .puncta import detect_puncta
+from .puncta import detect_puncta, spot_sigma_px
 from .segmentation import segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
 
@@ -32,6 +33,11 @@ TIMELAPSE_HEADLINE = ["n_tracks", "median_diffusion_um2_s", "pct_internalised_tr
 HEADLINE = ["n_cells", "pct_exosome_positive_cells", "puncta_per_cell_mean",
             "exosome_intensity_per_cell_mean", "n_puncta", "pct_puncta_in_cells"]
 
+# Time-lapses, track_snr_threshold "auto": dim detections down to this SNR are linked, and their
+# tracks kept where at most this fraction of them would be noise (judged on the negated movie).
+DIM_SNR_FLOOR = 2.5
+DIM_TRACK_FDR = 0.1
+
 DEFAULTS = {
     "channels": {"nuclei": "Hoechst", "exosomes": "CD63-RFP", "cells": "CellMask"},
     "pixel_size_um": None,
@@ -41,7 +47,7 @@ DEFAULTS = {
     "spot_diameter_um": 0.5,
     "spot_axial_ratio": 3.0,
     "snr_threshold": 5.5,
-    "track_snr_threshold": 5.5,
+    "track_snr_threshold": "auto",
     "min_track_length": 3,
     "frame_interval_s": None,
     "min_puncta_positive": 1,
@@ -167,7 +173,11 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     data = image.data
     is_3d, movie = image.is_3d, image.n_frames > 1
     spatial = tuple(pixel_size_um) if is_3d else tuple(pixel_size_um[1:])
-    threshold = min(options["snr_threshold"], options["track_snr_threshold"]) if movie else options["snr_threshold"]
+    adaptive = options["track_snr_threshold"] == "auto"
+    threshold = options["snr_threshold"]
+    if movie:
+        threshold = min(threshold, DIM_SNR_FLOOR if adaptive else options["track_snr_threshold"])
+    decoys = [] if movie and adaptive and "exosomes" in roles else None
     if movie and frame_interval_s is None:
         raise io.InputError("the file does not state its frame interval; set "
                             "fluorescence.frame_interval_s in the config")
@@ -194,6 +204,8 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
         if "exosomes" in roles:
             puncta = detect_frame(plane(frame, "exosomes"), pixel_size_um=spatial, options=options,
                                   snr_threshold=threshold)
+            if decoys is not None:
+                decoys.append(_decoys(plane(frame, "exosomes"), puncta, frame, spatial=spatial, options=options))
         else:
             puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr")})
         puncta["cell_id"] = cell_at(cells, puncta) if "nuclei" in roles else np.nan
@@ -206,7 +218,8 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     if movie and "exosomes" in roles:
         puncta_table, tracks, track_summary = _track_puncta(
             puncta_table, np.stack(cell_stack), spatial=spatial, frame_interval_s=frame_interval_s,
-            options=options, with_cells="nuclei" in roles)
+            options=options, with_cells="nuclei" in roles,
+            decoys=pd.concat(decoys, ignore_index=True) if decoys is not None else None)
     puncta_table.insert(0, "spot_id", np.arange(1, len(puncta_table) + 1))
     if tracks is not None:  # one row per kept punctum, in the same order
         tracks = tracks.assign(spot_id=puncta_table["spot_id"].to_numpy())[TRACK_COLUMNS]
@@ -243,8 +256,61 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
                   cell_tracks=cell_tracks)
 
 
-def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cells):
-    """Link puncta, keep the real ones, summarise each track's motion and where it lives."""
+def _decoys(image, puncta, frame, *, spatial, options):
+    """Dim "detections" in the negated image: noise only, as numerous as the noise among the real
+    dim detections (photon and read noise are near symmetric at a camera's background). Those
+    within a few spot widths of a real detection are the dark ring the band-pass leaves around a
+    spot, not noise, and are dropped."""
+    found = detect_frame(-image, pixel_size_um=spatial, options=options, snr_threshold=DIM_SNR_FLOOR)
+    columns = position_columns(len(spatial))
+    if len(found) and len(puncta):
+        sigma = spot_sigma_px(spatial, spot_diameter_um=options["spot_diameter_um"],
+                              axial_ratio=options["spot_axial_ratio"])
+        distance, _ = cKDTree(puncta[columns].to_numpy(float) / sigma).query(found[columns].to_numpy(float) / sigma)
+        found = found[distance > 4]
+    return found.assign(frame=frame)
+
+
+def _beside(puncta, anchors, columns, sigma, *, spot_widths: float = 4.0) -> np.ndarray:
+    """Whether each detection lies within ``spot_widths`` spot sigmas of an ``anchors`` detection
+    (other than itself) in the same frame."""
+    near = np.zeros(len(puncta), bool)
+    frames = puncta["frame"].to_numpy()
+    points = puncta[columns].to_numpy(float) / sigma
+    for frame in np.unique(frames[anchors]):
+        here = np.flatnonzero(frames == frame)
+        anchor = here[anchors[here]]
+        pairs = cKDTree(points[anchor]).query_ball_point(points[here], spot_widths)
+        near[here] = [any(anchor[j] != i for j in hits) for i, hits in zip(here, pairs)]
+    return near
+
+
+def _dim_track_scores(dim, columns):
+    """Track ids of dim detections, and per track its length and combined evidence (the sum of
+    its detections' SNRs over the square root of their number, as independent z-scores add)."""
+    ids, _ = tracking.link(dim, columns=columns)
+    if len(ids) == 0:
+        return ids, np.zeros(1, int), np.zeros(1)
+    length = np.bincount(ids)
+    score = np.bincount(ids, weights=dim["snr"].to_numpy(float)) / np.sqrt(np.maximum(length, 1))
+    return ids, length, score
+
+
+def dim_track_threshold(scores: np.ndarray, decoy_scores: np.ndarray, *, fdr: float) -> float:
+    """Lowest evidence at which decoy (noise) tracks are at most ``fdr`` of the tracks kept:
+    target-decoy selection, as in proteomics."""
+    for t in np.sort(scores):
+        if np.count_nonzero(decoy_scores >= t) <= fdr * np.count_nonzero(scores >= t):
+            return float(t)
+    return np.inf
+
+
+def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cells, decoys=None):
+    """Link puncta, keep the real ones, summarise each track's motion and where it lives.
+
+    ``decoys`` (detections in the negated movie) set how much evidence a track of dim detections
+    needs; without them, a dim track counts when it has ``min_track_length`` frames.
+    """
     columns = position_columns(len(spatial))
     # Confident detections are linked on their own, so that dim ones cannot corrupt their tracks;
     # dim detections form tracks of their own, kept where they persist (noise does not).
@@ -252,10 +318,22 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
     confident = snr >= options["snr_threshold"]
     track_id = np.zeros(len(puncta), int)
     track_id[confident], _ = tracking.link(puncta[confident], columns=columns)
-    dim_id, _ = tracking.link(puncta[~confident], columns=columns)
+    if decoys is not None:
+        # A dim detection beside a confident one is the bright spot's residue (decoys there are
+        # dropped alike), and would follow it as a duplicate track.
+        residue = ~confident & _beside(puncta, confident, columns, spot_sigma_px(
+            spatial, spot_diameter_um=options["spot_diameter_um"], axial_ratio=options["spot_axial_ratio"]))
+        puncta, snr, confident = puncta[~residue].reset_index(drop=True), snr[~residue], confident[~residue]
+        track_id = track_id[~residue]
+    dim_id, length, score = _dim_track_scores(puncta[~confident], columns)
+    real = length >= options["min_track_length"]
+    if decoys is not None:
+        _, decoy_length, decoy_score = _dim_track_scores(decoys, columns)
+        decoy_score = decoy_score[decoy_length >= options["min_track_length"]]
+        real &= score >= dim_track_threshold(score[real], decoy_score, fdr=DIM_TRACK_FDR)
     track_id[~confident] = dim_id + track_id.max(initial=0)
-    length = np.bincount(track_id)[track_id] if len(track_id) else np.zeros(0, int)
-    keep = confident | (length >= options["min_track_length"])
+    keep = confident.copy()
+    keep[~confident] = real[dim_id]
     puncta = puncta[keep].reset_index(drop=True)
     _, track_id = np.unique(track_id[keep], return_inverse=True)
     track_id += 1

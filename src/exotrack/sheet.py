@@ -45,6 +45,8 @@ def _describe(error) -> str:
         return error.message.replace("is a required property", "is required but missing")
     if error.validator == "additionalProperties":
         return error.message.replace("Additional properties are not allowed", "unknown setting(s)")
+    if error.validator in ("oneOf", "anyOf"):
+        return f"{value!r} is not valid here: expected {error.schema.get('description', 'another value')}"
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         return f"{value!r} is out of range ({error.message.split(' is ', 1)[-1]})"
     return error.message
