@@ -132,9 +132,10 @@ def test_dim_movie_gains_from_persistent_tracks():
     strict = tracking_scores(truth, _analyse(movie, track_snr_threshold=5.5).tracks)
     fixed = tracking_scores(truth, _analyse(movie, track_snr_threshold=3.5, min_track_length=5).tracks)
     auto = tracking_scores(truth, _analyse(movie).tracks)  # the default: dim tracks kept at <= 10% noise
-    assert fixed["alpha"] > strict["alpha"] and auto["alpha"] > fixed["alpha"] > strict["alpha"]
-    # Found tracks outweigh the false and broken ones the dim detections bring (beta counts both).
-    assert auto["beta"] > strict["beta"]
+    assert auto["alpha"] > fixed["alpha"] > strict["alpha"]
+    # Noise is held out by the decoys: fewer false and broken tracks than a hand-set threshold
+    # (beta and the Jaccard index on tracks penalise both).
+    assert auto["beta"] > fixed["beta"] and auto["jaccard_tracks"] > fixed["jaccard_tracks"]
 
 
 def test_dim_track_threshold_is_target_decoy_selection():

@@ -175,8 +175,8 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     spatial = tuple(pixel_size_um) if is_3d else tuple(pixel_size_um[1:])
     adaptive = options["track_snr_threshold"] == "auto"
     threshold = options["snr_threshold"]
-    if movie:
-        threshold = min(threshold, DIM_SNR_FLOOR if adaptive else options["track_snr_threshold"])
+    if movie and not adaptive:
+        threshold = min(threshold, options["track_snr_threshold"])
     decoys = [] if movie and adaptive and "exosomes" in roles else None
     if movie and frame_interval_s is None:
         raise io.InputError("the file does not state its frame interval; set "
@@ -202,10 +202,13 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
         else:
             nuclei = cells = np.zeros(shape, np.int32)
         if "exosomes" in roles:
-            puncta = detect_frame(plane(frame, "exosomes"), pixel_size_um=spatial, options=options,
-                                  snr_threshold=threshold)
-            if decoys is not None:
-                decoys.append(_decoys(plane(frame, "exosomes"), puncta, frame, spatial=spatial, options=options))
+            if decoys is None:
+                puncta = detect_frame(plane(frame, "exosomes"), pixel_size_um=spatial, options=options,
+                                      snr_threshold=threshold)
+            else:
+                exosomes = data[:, roles["exosomes"]] if is_3d else data[:, roles["exosomes"], 0]
+                puncta, decoy = _movie_detections(exosomes, frame, spatial=spatial, options=options)
+                decoys.append(decoy)
         else:
             puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr")})
         puncta["cell_id"] = cell_at(cells, puncta) if "nuclei" in roles else np.nan
@@ -256,32 +259,49 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
                   cell_tracks=cell_tracks)
 
 
-def _decoys(image, puncta, frame, *, spatial, options):
-    """Dim "detections" in the negated image: noise only, as numerous as the noise among the real
-    dim detections (photon and read noise are near symmetric at a camera's background). Those
-    within a few spot widths of a real detection are the dark ring the band-pass leaves around a
-    spot, not noise, and are dropped."""
-    found = detect_frame(-image, pixel_size_um=spatial, options=options, snr_threshold=DIM_SNR_FLOOR)
+def _far_from(points, others, columns, sigma, spot_widths: float) -> np.ndarray:
+    """Whether each of ``points`` is more than ``spot_widths`` spot sigmas from all ``others``."""
+    if len(points) == 0 or len(others) == 0:
+        return np.ones(len(points), bool)
+    distance, _ = cKDTree(others[columns].to_numpy(float) / sigma).query(points[columns].to_numpy(float) / sigma)
+    return distance > spot_widths
+
+
+def _movie_detections(stack, frame, *, spatial, options):
+    """Puncta of one movie frame down to ``DIM_SNR_FLOOR``, and decoys: the same search in the
+    negated movie, which finds noise only, as much as there is among the real dim detections
+    (photon and read noise are near symmetric at a camera's background).
+
+    Each search takes the frame itself and, for dim puncta that persist (1.6x the SNR), the frame
+    averaged 1:2:1 with its neighbours; ``averaged`` marks what only the average shows. Decoys
+    within a few spot widths of a confident punctum are the dark ring the band-pass leaves around
+    a bright spot, not noise, and are dropped.
+    """
     columns = position_columns(len(spatial))
-    if len(found) and len(puncta):
-        sigma = spot_sigma_px(spatial, spot_diameter_um=options["spot_diameter_um"],
-                              axial_ratio=options["spot_axial_ratio"])
-        distance, _ = cKDTree(puncta[columns].to_numpy(float) / sigma).query(found[columns].to_numpy(float) / sigma)
-        found = found[distance > 4]
-    return found.assign(frame=frame)
+    sigma = spot_sigma_px(spatial, spot_diameter_um=options["spot_diameter_um"], axial_ratio=options["spot_axial_ratio"])
+    image = stack[frame].astype(np.float32)
+    before, after = stack[max(frame - 1, 0)], stack[min(frame + 1, len(stack) - 1)]
+    averaged = (before + 2 * image + after) / 4
+
+    def search(sign):
+        found = detect_frame(sign * image, pixel_size_um=spatial, options=options, snr_threshold=DIM_SNR_FLOOR)
+        extra = detect_frame(sign * averaged, pixel_size_um=spatial, options=options, snr_threshold=DIM_SNR_FLOOR)
+        extra = extra[_far_from(extra, found, columns, sigma, 2.0)]
+        return pd.concat([found.assign(averaged=False), extra.assign(averaged=True)], ignore_index=True)
+
+    puncta, decoys = search(1), search(-1)
+    bright = puncta[~puncta["averaged"] & (puncta["snr"] >= options["snr_threshold"])]
+    decoys = decoys[_far_from(decoys, bright, columns, sigma, 4.0)]
+    return puncta, decoys.assign(frame=frame)
 
 
 def _beside(puncta, anchors, columns, sigma, *, spot_widths: float = 4.0) -> np.ndarray:
-    """Whether each detection lies within ``spot_widths`` spot sigmas of an ``anchors`` detection
-    (other than itself) in the same frame."""
+    """Whether each detection that is not an anchor lies within ``spot_widths`` spot sigmas of an
+    ``anchors`` detection in the same frame."""
     near = np.zeros(len(puncta), bool)
-    frames = puncta["frame"].to_numpy()
-    points = puncta[columns].to_numpy(float) / sigma
-    for frame in np.unique(frames[anchors]):
-        here = np.flatnonzero(frames == frame)
-        anchor = here[anchors[here]]
-        pairs = cKDTree(points[anchor]).query_ball_point(points[here], spot_widths)
-        near[here] = [any(anchor[j] != i for j in hits) for i, hits in zip(here, pairs)]
+    for rows in puncta.groupby("frame").indices.values():
+        here, others = rows[anchors[rows]], rows[~anchors[rows]]
+        near[others] = ~_far_from(puncta.iloc[others], puncta.iloc[here], columns, sigma, spot_widths)
     return near
 
 
@@ -316,6 +336,8 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
     # dim detections form tracks of their own, kept where they persist (noise does not).
     snr = puncta["snr"].to_numpy(float)
     confident = snr >= options["snr_threshold"]
+    if "averaged" in puncta:
+        confident &= ~puncta["averaged"].to_numpy(bool)
     track_id = np.zeros(len(puncta), int)
     track_id[confident], _ = tracking.link(puncta[confident], columns=columns)
     if decoys is not None:
@@ -337,6 +359,17 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
     puncta = puncta[keep].reset_index(drop=True)
     _, track_id = np.unique(track_id[keep], return_inverse=True)
     track_id += 1
+    if decoys is not None and not confident[keep].all():
+        # The dim detections kept are real: linked together with the confident ones, a punctum
+        # that dims for a few frames stays one track.
+        track_id, _ = tracking.link(puncta, columns=columns)
+        # Pieces of dim detections too short to stand as tracks by themselves are dropped again.
+        bright = np.bincount(track_id, weights=confident[keep]) > 0
+        long = np.bincount(track_id) >= options["min_track_length"]
+        kept = (bright | long)[track_id]
+        puncta = puncta[kept].reset_index(drop=True)
+        _, track_id = np.unique(track_id[kept], return_inverse=True)
+        track_id += 1
     scale = np.array(spatial)
     state = _where(puncta, cells, scale) if with_cells else ""
     tracks = pd.DataFrame({"track_id": track_id, "frame": puncta["frame"].to_numpy(),
