@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from scipy.spatial import cKDTree
-from scipy.stats import chi2
+from scipy.special import gammaincinv
 
 # A link may cost at most this much more than the largest allowed displacement before ending
 # the track is preferred (Jaqaman's 1.05).
@@ -37,6 +37,12 @@ class LinkingParameters:
     max_distance: float
     max_gap: int
     step_sigma: float  # per-axis displacement sd per frame, pixels
+
+
+def _chi2_quantile(p: float, dof: int) -> float:
+    """Quantile of the chi-squared distribution (scipy.stats would add half a second to every
+    job's start-up for this one function)."""
+    return float(2 * gammaincinv(dof / 2, p))
 
 
 def _lap(rows, cols, costs, n_sources, n_targets, no_link):
@@ -105,14 +111,14 @@ def estimate_parameters(points: list[np.ndarray], *, max_gap: int | None = None)
     steps = np.concatenate(steps) if steps else np.zeros(0)
     if len(steps) >= 20:
         # |step|^2 / sigma^2 follows chi-square with ndim degrees of freedom for Brownian steps.
-        sigma = float(np.sqrt(np.median(steps ** 2) / chi2.median(ndim)))
+        sigma = float(np.sqrt(np.median(steps ** 2) / _chi2_quantile(0.5, ndim)))
     else:
         sigma = spacing / 8
     sigma = max(sigma, 0.5)  # localisation noise alone moves a spot by a fraction of a pixel
     # 99.9 % of Brownian steps fall inside this radius; a population with mixed speeds (cells
     # migrating, vesicles transported) has a heavier tail, which the observed 95th percentile
     # catches.
-    radius = float(np.sqrt(chi2.ppf(0.999, ndim)) * sigma)
+    radius = float(np.sqrt(_chi2_quantile(0.999, ndim)) * sigma)
     if len(steps) >= 20:
         radius = max(radius, 1.5 * float(np.percentile(steps, 95)))
     return LinkingParameters(max_distance=radius, max_gap=_MAX_GAP if max_gap is None else max_gap,
@@ -148,7 +154,7 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
     params = estimate_parameters([positions[i] for i in by_frame])
     if max_distance is not None:
         params.max_distance = float(max_distance)
-        params.step_sigma = max_distance / np.sqrt(chi2.ppf(0.999, positions.shape[1]))
+        params.step_sigma = max_distance / np.sqrt(_chi2_quantile(0.999, positions.shape[1]))
     radius = params.max_distance
     no_link = _NO_LINK_FACTOR * radius ** 2
 
