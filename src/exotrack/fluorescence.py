@@ -345,7 +345,7 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
         # dropped alike), and would follow it as a duplicate track.
         residue = ~confident & _beside(puncta, confident, columns, spot_sigma_px(
             spatial, spot_diameter_um=options["spot_diameter_um"], axial_ratio=options["spot_axial_ratio"]))
-        puncta, snr, confident = puncta[~residue].reset_index(drop=True), snr[~residue], confident[~residue]
+        puncta, confident = puncta[~residue].reset_index(drop=True), confident[~residue]
         track_id = track_id[~residue]
     dim_id, length, score = _dim_track_scores(puncta[~confident], columns)
     real = length >= options["min_track_length"]
