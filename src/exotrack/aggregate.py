@@ -8,15 +8,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .fluorescence import HEADLINE as FLUORESCENCE_HEADLINE
-from .fluorescence import TIMELAPSE_HEADLINE
-from .bli import HEADLINE as BLI_HEADLINE
-from .histology import HEADLINE as HISTOLOGY_HEADLINE
-from .photoacoustic import HEADLINE as PHOTOACOUSTIC_HEADLINE
+from .sheet import load_sample_sheet
+from .viewer import read_decisions
 
 ID_COLUMNS = ["sample", "modality", "group", "subject", "timepoint", "marker", "status"]
-HEADLINE = {"fluorescence": FLUORESCENCE_HEADLINE + TIMELAPSE_HEADLINE, "bli": BLI_HEADLINE,
-            "photoacoustic": PHOTOACOUSTIC_HEADLINE, "histology": HISTOLOGY_HEADLINE}
+# The metrics each modality's analysis reports in its metrics.json and the study table gathers.
+# Defined here, not in the modality modules, so that the study-level steps need not import the
+# image analyses (a second of start-up per job).
+TIMELAPSE_HEADLINE = ["n_tracks", "median_diffusion_um2_s", "pct_internalised_tracks", "cell_mean_speed_um_min"]
+HEADLINE = {
+    "fluorescence": ["n_cells", "pct_exosome_positive_cells", "puncta_per_cell_mean",
+                     "exosome_intensity_per_cell_mean", "n_puncta", "pct_puncta_in_cells"] + TIMELAPSE_HEADLINE,
+    "bli": ["tumor_total_flux_p_s", "tumor_avg_radiance", "lymph_node_total_flux_p_s", "lymph_node_avg_radiance"],
+    "photoacoustic": ["ln_volume_mm3", "ln_pa_mean", "ln_so2_mean", "ln_hbt_mean"],
+    "histology": ["positive_cells_per_mm2", "positive_pct", "dab_area_fraction", "h_score"],
+}
 
 
 def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -92,3 +98,10 @@ def all_metrics() -> list[str]:
 
 def read_metrics(paths) -> list[dict]:
     return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def read_sample_table(sheet, schema, metrics, decisions=None) -> pd.DataFrame:
+    """:func:`sample_table` from files: the sample sheet (validated against ``schema``), each
+    sample's ``metrics.json`` and, if given, the QC decisions CSV."""
+    return sample_table(load_sample_sheet(sheet, schema, check_paths=False), read_metrics(metrics),
+                        read_decisions(decisions) if decisions else None)

@@ -31,7 +31,6 @@ from .background import pixel_noise
 
 ROI_COLUMNS = ["subject", "roi", "total_flux_p_s", "avg_radiance", "max_radiance", "area_cm2",
                "bkg_corrected_flux_p_s", "saturated", "shape", "yc", "xc", "height", "width", "source"]
-HEADLINE = ["tumor_total_flux_p_s", "tumor_avg_radiance", "lymph_node_total_flux_p_s", "lymph_node_avg_radiance"]
 SPECIAL_ROIS = ("tumor", "lymph_node")
 
 DEFAULTS = {

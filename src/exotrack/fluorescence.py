@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from . import io, qc, tracking
+from .aggregate import TIMELAPSE_HEADLINE
 from .background import background_surface
 from .puncta import detect_puncta, spot_sigma_px
 from .segmentation import segment_nuclei_and_cells
@@ -29,9 +30,6 @@ TRACK_SUMMARY_COLUMNS = ["track_id", "start_frame", "n_frames", "mean_speed_um_s
                          "msd_alpha", "msd_lag_min", "msd_lag_max", "frac_inside_cell", "location"]
 CELL_TRACK_COLUMNS = ["cell_track_id", "start_frame", "n_frames", "mean_speed_um_min", "path_length_um",
                       "straightness"]
-TIMELAPSE_HEADLINE = ["n_tracks", "median_diffusion_um2_s", "pct_internalised_tracks", "cell_mean_speed_um_min"]
-HEADLINE = ["n_cells", "pct_exosome_positive_cells", "puncta_per_cell_mean",
-            "exosome_intensity_per_cell_mean", "n_puncta", "pct_puncta_in_cells"]
 
 # Time-lapses, track_snr_threshold "auto": dim detections down to this SNR are linked, and their
 # tracks kept where at most this fraction of them would be noise (judged on the negated movie).

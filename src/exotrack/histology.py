@@ -41,7 +41,6 @@ DAB = np.array([0.269, 0.568, 0.778])
 SUMMARY_COLUMNS = ["marker", "n_cells", "n_positive", "positive_pct", "positive_cells_per_mm2",
                    "dab_area_fraction", "h_score", "tissue_area_mm2", "n_1plus", "n_2plus", "n_3plus"]
 CELL_COLUMNS = ["cell_id", "y", "x", "area_um2", "nucleus_area_um2", "marker_mean", "class", "positive"]
-HEADLINE = ["positive_cells_per_mm2", "positive_pct", "dab_area_fraction", "h_score"]
 CLASS_NAMES = ["negative", "1+", "2+", "3+"]
 
 DEFAULTS = {

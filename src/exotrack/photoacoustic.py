@@ -41,7 +41,6 @@ EXTINCTION = np.array([
 
 REGION_COLUMNS = ["region", "volume_mm3", "pa_mean", "so2_mean", "hbt_mean", "so2_median", "hbt_median",
                   "pa_integrated", "contrast", "fraction_above_background", "hypoxic_fraction"]
-HEADLINE = ["ln_volume_mm3", "ln_pa_mean", "ln_so2_mean", "ln_hbt_mean"]
 
 DEFAULTS = {
     "voxel_size_um": None,

@@ -4,11 +4,11 @@ metric was followed over time; sample sizes on the axis and the corrected p-valu
 from __future__ import annotations
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed on a cluster node
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+# Figures drawn to files only, without pyplot: no display needed on a cluster node, no global
+# figure registry, and a sixth of a second less start-up.
+from matplotlib.figure import Figure
 
 LABELS = {
     "n_cells": "cells per field",
@@ -52,9 +52,11 @@ def group_figure(values: pd.DataFrame, groups: pd.DataFrame, metrics: list[str],
     metrics = [m for m in metrics if m in set(values["metric"])]
     columns = min(len(metrics), 3) or 1
     rows = int(np.ceil(len(metrics) / columns)) or 1
-    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.4 * rows), squeeze=False)
+    fig = Figure(figsize=(3.6 * columns, 3.4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     order = sorted(set(values["group"]), key=lambda g: (g != control, g))
-    colours = {g: plt.cm.tab10(i % 10) for i, g in enumerate(order)}
+    palette = matplotlib.colormaps["tab10"]
+    colours = {g: palette(i % 10) for i, g in enumerate(order)}
     for ax, metric in zip(axes.ravel(), metrics):
         data = values[values["metric"] == metric]
         if data["timepoint"].nunique() > 1:
@@ -111,4 +113,3 @@ def save(fig, png, svg) -> None:
     for path, fmt in ((png, "png"), (svg, "svg")):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150)
-    plt.close(fig)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from jsonschema import Draft202012Validator
 
 from .io import InputError
 
@@ -52,12 +51,20 @@ def _describe(error) -> str:
     return error.message
 
 
+def _validator(schema: dict):
+    # jsonschema is imported here, not at the top: every analysis job imports this module for its
+    # cell parsers, and should not pay a tenth of a second for a validator it never uses.
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(schema)
+
+
 def validate_config(config: dict, schema) -> dict:
     """Check ``config`` against the JSON schema; fill defaults; raise :class:`SheetError` listing
     every problem as ``key.path: what is wrong``."""
     schema = _load_schema(schema)
     config = _coerce(config, schema)
-    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    errors = sorted(_validator(schema).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         lines = [f"  {'.'.join(map(str, e.path)) or '(top level)'}: {_describe(e)}" for e in errors]
         raise SheetError("the configuration has problems:\n" + "\n".join(lines))
@@ -117,8 +124,7 @@ def load_sample_sheet(path, schema, *, check_paths: bool = True) -> pd.DataFrame
     if unknown:
         problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}; known columns are "
                         + ", ".join(SHEET_COLUMNS))
-    schema = _load_schema(schema)
-    validator = Draft202012Validator(schema)
+    validator = _validator(_load_schema(schema))
     rows = sheet.to_dict("records")  # iterrows builds a Series per row: slow for a plate screen
     for i, row in enumerate(rows):
         record = {k: v.strip() for k, v in row.items() if k in SHEET_COLUMNS and v.strip() != ""}

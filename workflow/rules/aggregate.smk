@@ -1,81 +1,41 @@
 # Study-level tables, statistics, plots and provenance.
 
 
-rule aggregate_samples:
+# One job for the whole study level: each step is quick, and a Python start-up per step (pandas,
+# scipy.stats, matplotlib) would cost more than the step itself.
+rule summarise_study:
     input:
         sheet=config["samples"],
         metrics=metrics_files(),
         decisions=qc_decisions(),
     output:
-        csv=report(
+        samples=report(
             f"{RESULTS}/tables/samples.csv",
             caption="../report/samples.rst",
             category="Tables",
         ),
         parquet=f"{RESULTS}/tables/samples.parquet",
-    params:
-        schema=str(SCHEMAS / "samples.schema.yaml"),
-    log:
-        "logs/aggregate_samples.log",
-    script:
-        "../../scripts/aggregate_samples.py"
-
-
-rule summarise_subjects:
-    input:
-        samples=f"{RESULTS}/tables/samples.csv",
-    output:
-        report(
+        subjects=report(
             f"{RESULTS}/tables/subjects.csv",
             caption="../report/subjects.rst",
             category="Tables",
         ),
-    params:
-        marker_ratio=marker_ratio(),
-    log:
-        "logs/summarise_subjects.log",
-    script:
-        "../../scripts/summarise_subjects.py"
-
-
-rule compare_groups:
-    input:
-        samples=f"{RESULTS}/tables/samples.csv",
-    output:
-        report(
+        groups=report(
             f"{RESULTS}/tables/groups.csv",
             caption="../report/groups.rst",
             category="Tables",
         ),
+        **group_plots(),
     params:
+        schema=str(SCHEMAS / "samples.schema.yaml"),
+        modalities=analysed_modalities(),
         control=config["control_group"],
         statistics=config["statistics"],
         marker_ratio=marker_ratio(),
     log:
-        "logs/compare_groups.log",
+        "logs/summarise_study.log",
     script:
-        "../../scripts/compare_groups.py"
-
-
-rule plot_groups:
-    input:
-        samples=f"{RESULTS}/tables/samples.csv",
-        groups=f"{RESULTS}/tables/groups.csv",
-    output:
-        png=report(
-            f"{RESULTS}/plots/{{modality}}.png",
-            caption="../report/plot_groups.rst",
-            category="Plots",
-            labels={"modality": "{modality}"},
-        ),
-        svg=f"{RESULTS}/plots/{{modality}}.svg",
-    params:
-        control=config["control_group"],
-        marker_ratio=marker_ratio(),
-    log:
-        "logs/plot_groups/{modality}.log",
-    script:
-        "../../scripts/plot_groups.py"
+        "../../scripts/summarise_study.py"
 
 
 rule record_provenance:

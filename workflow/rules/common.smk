@@ -5,7 +5,6 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from exotrack import demo as exo_demo
 from exotrack import io as exo_io
 from exotrack import sheet as exo_sheet
 
@@ -20,7 +19,10 @@ def _load():
         sheet_path = Path(validated["samples"])
         demo_dir = Path(validated["demo"]["dir"])
         if not sheet_path.exists() and sheet_path.parent.resolve() == demo_dir.resolve():
-            exo_demo.write_demo(demo_dir, seed=validated["demo"]["seed"])
+            # Imported only here: the simulators cost half a second of every run's planning.
+            from exotrack.demo import write_demo
+
+            write_demo(demo_dir, seed=validated["demo"]["seed"])
         for key in ("dab_thresholds", "fluorescence_thresholds"):
             if sorted(validated["histology"][key]) != list(validated["histology"][key]):
                 raise exo_sheet.SheetError(f"the configuration has problems:\n  histology.{key}: "
@@ -162,6 +164,21 @@ def metrics_files():
 def analysed_modalities():
     """Modalities with at least one sample that this version analyses."""
     return [m for m in MODALITIES if samples_of(m)]
+
+
+def group_plots():
+    """The study's plots, one per analysed modality (PNG for the report, SVG for figures), as named
+    outputs ``png_<modality>`` / ``svg_<modality>``."""
+    plots = {}
+    for modality in analysed_modalities():
+        plots[f"png_{modality}"] = report(
+            f"{RESULTS}/plots/{modality}.png",
+            caption="../report/plot_groups.rst",
+            category="Plots",
+            labels={"modality": modality},
+        )
+        plots[f"svg_{modality}"] = f"{RESULTS}/plots/{modality}.svg"
+    return plots
 
 
 def marker_ratio():
