@@ -3,7 +3,7 @@ import numpy as np
 
 from exotrack.demo import _camera, _gaussian_spots
 from exotrack.evaluate import match_points
-from exotrack.puncta import detect_puncta, spot_sigma_px
+from exotrack.puncta import detect_puncta, path_puncta, path_snr, snr_image, spot_sigma_px
 
 PIXEL = (0.1625, 0.1625)
 
@@ -82,3 +82,32 @@ def test_flat_padding_is_not_detected():
 
     found = detect_puncta(image, pixel_size_um=PIXEL, exclude=_padding(image))
     assert len(found) <= 1
+
+
+def test_path_evidence_finds_puncta_too_dim_for_any_frame():
+    # Twelve puncta drifting ~0.7 px per frame, each at about 1.7 sigma of noise in every frame.
+    rng = np.random.default_rng(5)
+    shape, frames, background = (128, 128), 30, 50.0
+    sigma = spot_sigma_px(PIXEL, spot_diameter_um=0.5)
+    start = rng.uniform(10, 118, (12, 2))
+    paths = start + np.cumsum(rng.normal(0, 0.5, (frames, 12, 2)), axis=0)
+    movie = np.stack([_camera(rng, _gaussian_spots(shape, p, np.full(12, 120.0), sigma) + background)
+                      for p in paths]).astype(np.float32)
+    snr = np.stack([snr_image(f, pixel_size_um=PIXEL) for f in movie])
+
+    def recall(found, t):
+        return match_points(found[["y", "x"]].to_numpy(), paths[t], radius=3)[2]
+
+    single = np.mean([recall(detect_puncta(f, pixel_size_um=PIXEL, snr_threshold=2.5), t)
+                      for t, f in enumerate(movie)])
+    evidence, decoy = path_snr(snr), path_snr(-snr)
+    threshold = np.quantile(decoy, 0.9999)  # about one noise maximum per frame
+    found = [path_puncta(f, e, pixel_size_um=PIXEL, threshold=threshold) for f, e in zip(movie, evidence)]
+    decoys = [path_puncta(-f, e, pixel_size_um=PIXEL, threshold=threshold) for f, e in zip(movie, decoy)]
+    along = np.mean([recall(f, t) for t, f in enumerate(found)])
+    assert single < 0.3 and along > 0.7
+    assert sum(map(len, decoys)) < 0.15 * sum(map(len, found))
+    # Evidence is scaled to a frame's SNR: a punctum that stays put scores about its own SNR.
+    still = np.zeros((40, 9, 9), np.float32)
+    still[:, 4, 4] = 2.0
+    assert abs(path_snr(still)[20, 4, 4] - 2.0) < 0.05

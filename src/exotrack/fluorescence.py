@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 from . import io, qc, tracking
 from .aggregate import TIMELAPSE_HEADLINE
 from .background import background_surface
-from .puncta import detect_puncta, spot_sigma_px
+from .puncta import detect_puncta, path_puncta, path_snr, snr_image, spot_sigma_px
 from .segmentation import segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
 
@@ -34,7 +34,13 @@ CELL_TRACK_COLUMNS = ["cell_track_id", "start_frame", "n_frames", "mean_speed_um
 # Time-lapses, track_snr_threshold "auto": dim detections down to this SNR are linked, and their
 # tracks kept where at most this fraction of them would be noise (judged on the negated movie).
 DIM_SNR_FLOOR = 2.5
-DIM_TRACK_FDR = 0.1
+DIM_TRACK_FDR = 0.2
+# Puncta too dim for any one frame are sought along paths through the movie (puncta.path_snr,
+# evidence discounted by PATH_DECAY per frame): candidates from PATH_SNR_FLOOR up, kept from where
+# decoy paths are at most PATH_FDR of them. Their tracks then face the DIM_TRACK_FDR selection.
+PATH_DECAY = 0.8
+PATH_SNR_FLOOR = 1.2
+PATH_FDR = 0.3
 
 DEFAULTS = {
     "channels": {"nuclei": "Hoechst", "exosomes": "CD63-RFP", "cells": "CellMask"},
@@ -187,6 +193,9 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
         return stack if is_3d else stack[0]
 
     shape = data.shape[2:] if is_3d else data.shape[3:]
+    if decoys is not None:
+        exosomes = data[:, roles["exosomes"]] if is_3d else data[:, roles["exosomes"], 0]
+        paths = _path_detections(exosomes, spatial=spatial, options=options)
     nuclei_stack, cell_stack, puncta_tables = [], [], []
     for frame in range(image.n_frames):
         for role, index in roles.items():
@@ -204,8 +213,8 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
                 puncta = detect_frame(plane(frame, "exosomes"), pixel_size_um=spatial, options=options,
                                       snr_threshold=threshold)
             else:
-                exosomes = data[:, roles["exosomes"]] if is_3d else data[:, roles["exosomes"], 0]
-                puncta, decoy = _movie_detections(exosomes, frame, spatial=spatial, options=options)
+                puncta, decoy = _movie_detections(exosomes, frame, spatial=spatial, options=options,
+                                                  path_found=paths[0][frame], path_decoys=paths[1][frame])
                 decoys.append(decoy)
         else:
             puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr")})
@@ -265,32 +274,48 @@ def _far_from(points, others, columns, sigma, spot_widths: float) -> np.ndarray:
     return distance > spot_widths
 
 
-def _movie_detections(stack, frame, *, spatial, options):
+def _movie_detections(stack, frame, *, spatial, options, path_found, path_decoys):
     """Puncta of one movie frame down to ``DIM_SNR_FLOOR``, and decoys: the same search in the
     negated movie, which finds noise only, as much as there is among the real dim detections
     (photon and read noise are near symmetric at a camera's background).
 
-    Each search takes the frame itself and, for dim puncta that persist (1.6x the SNR), the frame
-    averaged 1:2:1 with its neighbours; ``averaged`` marks what only the average shows. Decoys
-    within a few spot widths of a confident punctum are the dark ring the band-pass leaves around
-    a bright spot, not noise, and are dropped.
+    ``path_found`` and ``path_decoys`` (from :func:`_path_detections`) add what only the path
+    evidence through the frame shows, marked ``averaged``. Decoys within a few spot widths of a
+    confident punctum are the dark ring the band-pass leaves around a bright spot, not noise, and
+    are dropped.
     """
     columns = position_columns(len(spatial))
     sigma = spot_sigma_px(spatial, spot_diameter_um=options["spot_diameter_um"], axial_ratio=options["spot_axial_ratio"])
     image = stack[frame].astype(np.float32)
-    before, after = stack[max(frame - 1, 0)], stack[min(frame + 1, len(stack) - 1)]
-    averaged = (before + 2 * image + after) / 4
 
-    def search(sign):
+    def search(sign, extra):
         found = detect_frame(sign * image, pixel_size_um=spatial, options=options, snr_threshold=DIM_SNR_FLOOR)
-        extra = detect_frame(sign * averaged, pixel_size_um=spatial, options=options, snr_threshold=DIM_SNR_FLOOR)
         extra = extra[_far_from(extra, found, columns, sigma, 2.0)]
         return pd.concat([found.assign(averaged=False), extra.assign(averaged=True)], ignore_index=True)
 
-    puncta, decoys = search(1), search(-1)
+    puncta, decoys = search(1, path_found), search(-1, path_decoys)
     bright = puncta[~puncta["averaged"] & (puncta["snr"] >= options["snr_threshold"])]
     decoys = decoys[_far_from(decoys, bright, columns, sigma, 4.0)]
     return puncta, decoys.assign(frame=frame)
+
+
+def _path_detections(stack, *, spatial, options):
+    """Per frame, the puncta that path evidence through the movie shows and the decoys it shows in
+    the negated movie, from the lowest evidence at which decoys are at most ``PATH_FDR`` of the
+    puncta. A path may move one spot sigma per frame."""
+    spot = {"pixel_size_um": spatial, "spot_diameter_um": options["spot_diameter_um"],
+            "axial_ratio": options["spot_axial_ratio"]}
+    radius = max(1, int(round(float(spot_sigma_px(spatial, spot_diameter_um=spot["spot_diameter_um"]).min()))))
+    snr = np.stack([snr_image(frame, **spot) for frame in stack])
+    found = {}
+    for sign in (1, -1):
+        evidence = path_snr(sign * snr, radius_px=radius, decay=PATH_DECAY, clip=DIM_SNR_FLOOR)
+        found[sign] = [path_puncta(sign * frame.astype(np.float32), frame_evidence, **spot, threshold=PATH_SNR_FLOOR)
+                       for frame, frame_evidence in zip(stack, evidence)]
+        del evidence
+    scores = [np.concatenate([f["snr"].to_numpy() for f in found[sign]]) for sign in (1, -1)]
+    threshold = dim_track_threshold(scores[0], scores[1], fdr=PATH_FDR)
+    return ([f[f["snr"] >= threshold] for f in found[1]], [f[f["snr"] >= threshold] for f in found[-1]])
 
 
 def _beside(puncta, anchors, columns, sigma, *, spot_widths: float = 4.0) -> np.ndarray:
@@ -317,10 +342,11 @@ def _dim_track_scores(dim, columns):
 def dim_track_threshold(scores: np.ndarray, decoy_scores: np.ndarray, *, fdr: float) -> float:
     """Lowest evidence at which decoy (noise) tracks are at most ``fdr`` of the tracks kept:
     target-decoy selection, as in proteomics."""
-    for t in np.sort(scores):
-        if np.count_nonzero(decoy_scores >= t) <= fdr * np.count_nonzero(scores >= t):
-            return float(t)
-    return np.inf
+    scores, decoy_scores = np.sort(scores), np.sort(decoy_scores)
+    kept = len(scores) - np.searchsorted(scores, scores, side="left")
+    decoys = len(decoy_scores) - np.searchsorted(decoy_scores, scores, side="left")
+    good = decoys <= fdr * kept
+    return float(scores[np.argmax(good)]) if good.any() else np.inf
 
 
 def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cells, decoys=None):
