@@ -3,7 +3,7 @@ import numpy as np
 
 from exotrack.demo import _camera, _gaussian_spots
 from exotrack.evaluate import match_points
-from exotrack.puncta import detect_puncta, spot_sigma_px
+from exotrack.puncta import detect_puncta, path_puncta, path_snr, snr_image, spot_sigma_px
 
 PIXEL = (0.1625, 0.1625)
 
@@ -82,3 +82,37 @@ def test_flat_padding_is_not_detected():
 
     found = detect_puncta(image, pixel_size_um=PIXEL, exclude=_padding(image))
     assert len(found) <= 1
+
+
+def _drifting_puncta(rng, photons, *, n=12, shape=(128, 128), frames=30, background=50.0):
+    sigma = spot_sigma_px(PIXEL, spot_diameter_um=0.5)
+    paths = rng.uniform(10, 118, (n, 2)) + np.cumsum(rng.normal(0, 0.5, (frames, n, 2)), axis=0)
+    movie = [_camera(rng, _gaussian_spots(shape, p, np.full(n, photons), sigma) + background) for p in paths]
+    return np.stack(movie).astype(np.float32), paths
+
+
+def test_path_evidence_finds_puncta_too_dim_for_any_frame():
+    # Twelve puncta drifting ~0.7 px per frame at about 1.8 sigma of noise in each frame; the
+    # noise is judged on a movie of the same background without them.
+    rng = np.random.default_rng(5)
+    movie, paths = _drifting_puncta(rng, 60.0)
+    noise, _ = _drifting_puncta(rng, 0.0)
+    snr = np.stack([snr_image(f, pixel_size_um=PIXEL) for f in movie])
+    noise_snr = np.stack([snr_image(f, pixel_size_um=PIXEL) for f in noise])
+    blank = np.zeros(movie.shape[1:], np.float32)
+
+    def maxima(score, threshold):
+        return path_puncta(blank, score, pixel_size_um=PIXEL, threshold=threshold)
+
+    def recall(scores, noise_scores):
+        # at the threshold that lets one noise maximum per frame through
+        threshold = np.sort(np.concatenate([maxima(s, 0.0)["snr"] for s in noise_scores]))[-len(noise_scores)]
+        return np.mean([match_points(maxima(s, threshold)[["y", "x"]].to_numpy(), paths[t], radius=3)[2]
+                        for t, s in enumerate(scores)])
+
+    single, along = recall(snr, noise_snr), recall(path_snr(snr), path_snr(noise_snr))
+    assert single < 0.15 and along > 0.45
+    # Evidence is scaled to a frame's SNR: a punctum that stays put scores about its own SNR.
+    still = np.zeros((40, 9, 9), np.float32)
+    still[:, 4, 4] = 2.0
+    assert abs(path_snr(still)[20, 4, 4] - 2.0) < 0.05

@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.spatial import cKDTree
 
 from exotrack import fluorescence as fl
 from exotrack import io
@@ -131,11 +132,20 @@ def test_dim_movie_gains_from_persistent_tracks():
     truth = movie.tracks[movie.tracks["visible"]]
     strict = tracking_scores(truth, _analyse(movie, track_snr_threshold=5.5).tracks)
     fixed = tracking_scores(truth, _analyse(movie, track_snr_threshold=3.5, min_track_length=5).tracks)
-    auto = tracking_scores(truth, _analyse(movie).tracks)  # the default: dim tracks kept at <= 10% noise
+    tracks = _analyse(movie).tracks  # the default: dim tracks kept at <= 30% noise
+    auto = tracking_scores(truth, tracks)
     assert auto["alpha"] > fixed["alpha"] > strict["alpha"]
     # Noise is held out by the decoys: fewer false and broken tracks than a hand-set threshold
-    # (beta and the Jaccard index on tracks penalise both).
+    # (beta and the Jaccard index on tracks penalise both) ...
     assert auto["beta"] > fixed["beta"] and auto["jaccard_tracks"] > fixed["jaccard_tracks"]
+    # ... and as few as promised: tracks mostly away from every punctum are noise.
+    near = np.zeros(len(tracks), bool)
+    for frame, block in tracks.groupby("frame"):
+        here = truth[truth["frame"] == frame][["y", "x"]].to_numpy()
+        distance = cKDTree(here).query(block[["y", "x"]].to_numpy())[0] if len(here) else np.inf
+        near[tracks.index.get_indexer(block.index)] = distance < 3
+    noise = tracks.assign(near=near).groupby("track_id")["near"].mean() < 0.5
+    assert noise.mean() <= 0.3
 
 
 def test_dim_track_threshold_is_target_decoy_selection():

@@ -395,7 +395,7 @@ def simulate_movie(*, shape=(256, 256), n_frames: int = 50, n_particles: float =
             if rng.random() >= 1 / mean_lifetime:
                 survivors.append(p)
         alive = survivors
-    tracks = pd.DataFrame(rows)
+    tracks = pd.DataFrame(rows, columns=["track_id", "frame", "y", "x", "visible", "motion"])
     frames = []
     for t in range(n_frames):
         now = tracks[(tracks["frame"] == t) & tracks["visible"]]

@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 from . import io, qc, tracking
 from .aggregate import TIMELAPSE_HEADLINE
 from .background import background_surface
-from .puncta import detect_puncta, spot_sigma_px
+from .puncta import detect_puncta, path_puncta, path_snr, snr_image, spot_sigma_px
 from .segmentation import segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
 
@@ -32,9 +32,18 @@ CELL_TRACK_COLUMNS = ["cell_track_id", "start_frame", "n_frames", "mean_speed_um
                       "straightness"]
 
 # Time-lapses, track_snr_threshold "auto": dim detections down to this SNR are linked, and their
-# tracks kept where at most this fraction of them would be noise (judged on the negated movie).
+# tracks kept where at most this fraction of them would be noise. Noise is judged on decoys: the
+# same detections with every frame displaced out of register with the others, so that only chance
+# links remain (the noise keeps its real distribution, photon-noise skew included).
 DIM_SNR_FLOOR = 2.5
-DIM_TRACK_FDR = 0.1
+DIM_TRACK_FDR = 0.3
+# Puncta too dim for any one frame are sought along paths through the movie (puncta.path_snr,
+# evidence discounted by PATH_DECAY per frame): candidates from PATH_SNR_FLOOR up, kept from where
+# decoy paths (through the displaced frames) are at most PATH_FDR of them. Their tracks then face
+# the DIM_TRACK_FDR selection.
+PATH_DECAY = 0.8
+PATH_SNR_FLOOR = 1.2
+PATH_FDR = 0.3
 
 DEFAULTS = {
     "channels": {"nuclei": "Hoechst", "exosomes": "CD63-RFP", "cells": "CellMask"},
@@ -187,6 +196,10 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
         return stack if is_3d else stack[0]
 
     shape = data.shape[2:] if is_3d else data.shape[3:]
+    if decoys is not None:
+        exosomes = data[:, roles["exosomes"]] if is_3d else data[:, roles["exosomes"], 0]
+        shifts = _displacements(shape, image.n_frames)
+        paths, decoy_paths = _path_detections(exosomes, shifts, spatial=spatial, options=options)
     nuclei_stack, cell_stack, puncta_tables = [], [], []
     for frame in range(image.n_frames):
         for role, index in roles.items():
@@ -204,9 +217,9 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
                 puncta = detect_frame(plane(frame, "exosomes"), pixel_size_um=spatial, options=options,
                                       snr_threshold=threshold)
             else:
-                exosomes = data[:, roles["exosomes"]] if is_3d else data[:, roles["exosomes"], 0]
-                puncta, decoy = _movie_detections(exosomes, frame, spatial=spatial, options=options)
-                decoys.append(decoy)
+                puncta, decoy = _movie_detections(plane(frame, "exosomes"), paths[frame], decoy_paths[frame],
+                                                  shifts[frame], spatial=spatial, options=options)
+                decoys.append(decoy.assign(frame=frame))
         else:
             puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr")})
         puncta["cell_id"] = cell_at(cells, puncta) if "nuclei" in roles else np.nan
@@ -265,32 +278,64 @@ def _far_from(points, others, columns, sigma, spot_widths: float) -> np.ndarray:
     return distance > spot_widths
 
 
-def _movie_detections(stack, frame, *, spatial, options):
-    """Puncta of one movie frame down to ``DIM_SNR_FLOOR``, and decoys: the same search in the
-    negated movie, which finds noise only, as much as there is among the real dim detections
-    (photon and read noise are near symmetric at a camera's background).
+def _movie_detections(image, path_found, path_decoys, shift, *, spatial, options):
+    """Puncta of one movie frame and the frame's decoys: the same detections displaced by
+    ``shift`` (see :func:`_displacements`).
 
-    Each search takes the frame itself and, for dim puncta that persist (1.6x the SNR), the frame
-    averaged 1:2:1 with its neighbours; ``averaged`` marks what only the average shows. Decoys
-    within a few spot widths of a confident punctum are the dark ring the band-pass leaves around
-    a bright spot, not noise, and are dropped.
+    ``confident`` puncta are those a still image would report (``snr_threshold``); the others
+    are dim: down to ``DIM_SNR_FLOOR`` in the frame, and what only the path evidence through the
+    frame shows (``along_path``; ``path_found`` and ``path_decoys`` from
+    :func:`_path_detections`). Confident puncta are found on their own because deblending the
+    hundreds of noise peaks around them at the floor inflates some noise peaks' SNR.
     """
     columns = position_columns(len(spatial))
     sigma = spot_sigma_px(spatial, spot_diameter_um=options["spot_diameter_um"], axial_ratio=options["spot_axial_ratio"])
-    image = stack[frame].astype(np.float32)
-    before, after = stack[max(frame - 1, 0)], stack[min(frame + 1, len(stack) - 1)]
-    averaged = (before + 2 * image + after) / 4
+    image = image.astype(np.float32)
+    bright = detect_frame(image, pixel_size_um=spatial, options=options, snr_threshold=options["snr_threshold"])
+    dim = detect_frame(image, pixel_size_um=spatial, options=options, snr_threshold=DIM_SNR_FLOOR)
+    found = pd.concat([bright.assign(confident=True),
+                       dim[_far_from(dim, bright, columns, sigma, 2.0)].assign(confident=False)], ignore_index=True)
 
-    def search(sign):
-        found = detect_frame(sign * image, pixel_size_um=spatial, options=options, snr_threshold=DIM_SNR_FLOOR)
-        extra = detect_frame(sign * averaged, pixel_size_um=spatial, options=options, snr_threshold=DIM_SNR_FLOOR)
+    def combine(found, extra):
         extra = extra[_far_from(extra, found, columns, sigma, 2.0)]
-        return pd.concat([found.assign(averaged=False), extra.assign(averaged=True)], ignore_index=True)
+        return pd.concat([found.assign(along_path=False), extra.assign(confident=False, along_path=True)],
+                         ignore_index=True)
 
-    puncta, decoys = search(1), search(-1)
-    bright = puncta[~puncta["averaged"] & (puncta["snr"] >= options["snr_threshold"])]
-    decoys = decoys[_far_from(decoys, bright, columns, sigma, 4.0)]
-    return puncta, decoys.assign(frame=frame)
+    shape = image.shape[-2:]
+    displaced = found.assign(y=(found["y"] + shift[0]) % shape[0], x=(found["x"] + shift[1]) % shape[1])
+    return combine(found, path_found), combine(displaced, path_decoys)
+
+
+def _displacements(shape, n_frames: int) -> np.ndarray:
+    """Per frame, a (y, x) shift that puts it out of register with its neighbours in time: frame
+    ``t`` moves by ``t`` times the golden sections of the field, wrapped around it."""
+    field = np.array(shape[-2:])
+    step = np.round(np.array([0.618034, 0.381966]) * field).astype(int)
+    return (np.arange(n_frames)[:, None] * step) % field
+
+
+def _path_detections(stack, shifts, *, spatial, options):
+    """Per frame, the puncta that path evidence through the movie shows, and the decoys it shows
+    through the frames displaced by ``shifts``, from the lowest evidence at which decoys are at
+    most ``PATH_FDR`` of the puncta. A path may move one spot sigma per frame."""
+    spot = {"pixel_size_um": spatial, "spot_diameter_um": options["spot_diameter_um"],
+            "axial_ratio": options["spot_axial_ratio"]}
+    radius = max(1, int(round(float(spot_sigma_px(spatial, spot_diameter_um=spot["spot_diameter_um"]).min()))))
+    stack = np.asarray(stack, dtype=np.float32)
+    snr = np.stack([snr_image(frame, **spot) for frame in stack])
+
+    def displace(frames):
+        return np.stack([np.roll(frame, tuple(shift), axis=(-2, -1)) for frame, shift in zip(frames, shifts)])
+
+    found = []
+    for images, z in ((stack, snr), (displace(stack), displace(snr))):
+        evidence = path_snr(z, radius_px=radius, decay=PATH_DECAY, clip=DIM_SNR_FLOOR)
+        found.append([path_puncta(image, frame_evidence, **spot, threshold=PATH_SNR_FLOOR)
+                      for image, frame_evidence in zip(images, evidence)])
+        del evidence
+    scores = [np.concatenate([f["snr"].to_numpy() for f in tables]) for tables in found]
+    threshold = dim_track_threshold(scores[0], scores[1], fdr=PATH_FDR)
+    return [[f[f["snr"] >= threshold] for f in tables] for tables in found]
 
 
 def _beside(puncta, anchors, columns, sigma, *, spot_widths: float = 4.0) -> np.ndarray:
@@ -301,6 +346,19 @@ def _beside(puncta, anchors, columns, sigma, *, spot_widths: float = 4.0) -> np.
         here, others = rows[anchors[rows]], rows[~anchors[rows]]
         near[others] = ~_far_from(puncta.iloc[others], puncta.iloc[here], columns, sigma, spot_widths)
     return near
+
+
+def _confident(puncta, options) -> np.ndarray:
+    """Detections bright enough in their own frame to count without a track."""
+    if "confident" in puncta:
+        return puncta["confident"].to_numpy(bool)
+    return puncta["snr"].to_numpy(float) >= options["snr_threshold"]
+
+
+def _residue(puncta, confident, columns, sigma) -> np.ndarray:
+    """Dim detections beside a confident one: the bright spot's residue, which would follow it as
+    a duplicate track."""
+    return ~confident & _beside(puncta, confident, columns, sigma)
 
 
 def _dim_track_scores(dim, columns):
@@ -317,43 +375,43 @@ def _dim_track_scores(dim, columns):
 def dim_track_threshold(scores: np.ndarray, decoy_scores: np.ndarray, *, fdr: float) -> float:
     """Lowest evidence at which decoy (noise) tracks are at most ``fdr`` of the tracks kept:
     target-decoy selection, as in proteomics."""
-    for t in np.sort(scores):
-        if np.count_nonzero(decoy_scores >= t) <= fdr * np.count_nonzero(scores >= t):
-            return float(t)
-    return np.inf
+    scores, decoy_scores = np.sort(scores), np.sort(decoy_scores)
+    kept = len(scores) - np.searchsorted(scores, scores, side="left")
+    decoys = len(decoy_scores) - np.searchsorted(decoy_scores, scores, side="left")
+    good = decoys <= fdr * kept
+    return float(scores[np.argmax(good)]) if good.any() else np.inf
 
 
 def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cells, decoys=None):
     """Link puncta, keep the real ones, summarise each track's motion and where it lives.
 
-    ``decoys`` (detections in the negated movie) set how much evidence a track of dim detections
-    needs; without them, a dim track counts when it has ``min_track_length`` frames.
+    ``decoys`` (the detections with every frame displaced, see :func:`_movie_detections`) set how
+    much evidence a track of dim detections needs; without them, a dim track counts when it has
+    ``min_track_length`` frames.
     """
     columns = position_columns(len(spatial))
     # Confident detections are linked on their own, so that dim ones cannot corrupt their tracks;
     # dim detections form tracks of their own, kept where they persist (noise does not).
-    snr = puncta["snr"].to_numpy(float)
-    confident = snr >= options["snr_threshold"]
-    if "averaged" in puncta:
-        confident &= ~puncta["averaged"].to_numpy(bool)
+    confident = _confident(puncta, options)
     track_id = np.zeros(len(puncta), int)
     track_id[confident], _ = tracking.link(puncta[confident], columns=columns)
     if decoys is not None:
-        # A dim detection beside a confident one is the bright spot's residue (decoys there are
-        # dropped alike), and would follow it as a duplicate track.
-        residue = ~confident & _beside(puncta, confident, columns, spot_sigma_px(
-            spatial, spot_diameter_um=options["spot_diameter_um"], axial_ratio=options["spot_axial_ratio"]))
+        sigma = spot_sigma_px(spatial, spot_diameter_um=options["spot_diameter_um"], axial_ratio=options["spot_axial_ratio"])
+        residue = _residue(puncta, confident, columns, sigma)
         puncta, confident = puncta[~residue].reset_index(drop=True), confident[~residue]
         track_id = track_id[~residue]
     dim_id, length, score = _dim_track_scores(puncta[~confident], columns)
     real = length >= options["min_track_length"]
     if decoys is not None:
+        decoy_confident = _confident(decoys, options)
+        decoys = decoys[~decoy_confident & ~_residue(decoys, decoy_confident, columns, sigma)]
         _, decoy_length, decoy_score = _dim_track_scores(decoys, columns)
         decoy_score = decoy_score[decoy_length >= options["min_track_length"]]
         real &= score >= dim_track_threshold(score[real], decoy_score, fdr=DIM_TRACK_FDR)
     track_id[~confident] = dim_id + track_id.max(initial=0)
     keep = confident.copy()
     keep[~confident] = real[dim_id]
+    unused = puncta[~keep]
     puncta = puncta[keep].reset_index(drop=True)
     _, track_id = np.unique(track_id[keep], return_inverse=True)
     track_id += 1
@@ -365,9 +423,15 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
         bright = np.bincount(track_id, weights=confident[keep]) > 0
         long = np.bincount(track_id) >= options["min_track_length"]
         kept = (bright | long)[track_id]
+        unused = pd.concat([unused, puncta[~kept]], ignore_index=True)
         puncta = puncta[kept].reset_index(drop=True)
         _, track_id = np.unique(track_id[kept], return_inverse=True)
         track_id += 1
+    if decoys is not None:
+        # Path evidence runs through a punctum's dark frames (blinking) by design; only what the
+        # frame itself shows may fill them.
+        in_frame = unused[~unused["along_path"].to_numpy(bool)]
+        puncta, track_id = _fill_gaps(puncta, track_id, in_frame, columns, sigma)
     scale = np.array(spatial)
     state = _where(puncta, cells, scale) if with_cells else ""
     tracks = pd.DataFrame({"track_id": track_id, "frame": puncta["frame"].to_numpy(),
@@ -389,6 +453,45 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
         rows.append(summary)
     summary = pd.DataFrame(rows, columns=TRACK_SUMMARY_COLUMNS)
     return puncta, tracks.drop(columns="where"), summary
+
+
+def _fill_gaps(puncta, track_id, candidates, columns, sigma, *, spot_widths: float = 1.0):
+    """Fill the frames a track skips with the unused dim detection nearest its position there
+    (interpolated), within ``spot_widths`` spot sigmas: a punctum that dims for a frame or two
+    is still there, where noise is rarely that close by chance. Rows stay in frame order."""
+    frames, positions = puncta["frame"].to_numpy(), puncta[columns].to_numpy(float)
+    order = np.lexsort((frames, track_id))
+    t, f, p = track_id[order], frames[order], positions[order]
+    slot_track, slot_frame, slot_position = [], [], []
+    for i in np.flatnonzero((t[1:] == t[:-1]) & (np.diff(f) > 1)):
+        for frame in range(f[i] + 1, f[i + 1]):
+            w = (frame - f[i]) / (f[i + 1] - f[i])
+            slot_track.append(t[i])
+            slot_frame.append(frame)
+            slot_position.append((1 - w) * p[i] + w * p[i + 1])
+    if not slot_track or candidates.empty:
+        return puncta, track_id
+    slot_track, slot_frame = np.array(slot_track), np.array(slot_frame)
+    slot_position = np.array(slot_position) / sigma
+    candidate_frame = candidates["frame"].to_numpy()
+    candidate_position = candidates[columns].to_numpy(float) / sigma
+    rows, tracks = [], []
+    for frame in np.unique(slot_frame):
+        here, slots = np.flatnonzero(candidate_frame == frame), np.flatnonzero(slot_frame == frame)
+        if len(here) == 0:
+            continue
+        distance, nearest = cKDTree(candidate_position[here]).query(slot_position[slots],
+                                                                    distance_upper_bound=spot_widths)
+        found = np.isfinite(distance)
+        chosen, first = np.unique(here[nearest[found]], return_index=True)  # one slot per detection
+        rows.append(chosen)
+        tracks.append(slot_track[slots][found][first])
+    if not rows:
+        return puncta, track_id
+    puncta = pd.concat([puncta, candidates.iloc[np.concatenate(rows)]], ignore_index=True)
+    track_id = np.concatenate([track_id, *tracks])
+    order = np.argsort(puncta["frame"].to_numpy(), kind="stable")
+    return puncta.iloc[order].reset_index(drop=True), track_id[order]
 
 
 def _where(puncta, cells, scale):

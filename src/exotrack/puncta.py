@@ -162,10 +162,9 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
     if min(image.shape[-2:]) < 2:  # no 2 x 2 block: the noise, hence significance, is unknown
         return _empty()
     sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
-    response = ndi.gaussian_filter(image, sigma, truncate=3.0)
-    response -= ndi.gaussian_filter(image, sigma * _SURROUND, truncate=3.0)
+    response = _band_pass(image, sigma)
     model = _SpotModel(sigma)
-    tile = tuple(int(min(n, max(16, round(_NOISE_TILE_SIGMAS * s)))) for n, s in zip(image.shape, sigma))
+    tile = _noise_tile(image.shape, sigma)
     # New detections within two spot sigmas of a known spot (per axis, so the elongated axial
     # PSF counts alike) are the residue of that spot, not a new one.
     min_separation = 2.0
@@ -203,6 +202,104 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
         "intensity": amplitudes / model.peak,
         "snr": amplitudes / local_noise,
     })
+
+
+def snr_image(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float = 0.5,
+              axial_ratio: float = 3.0) -> np.ndarray:
+    """Each pixel's significance as the centre of a punctum: the band-pass image over its local
+    noise, the quantity :func:`detect_puncta` thresholds (0 where the noise is unknown)."""
+    image = np.asarray(image, dtype=np.float32)
+    if min(image.shape[-2:]) < 2:
+        return np.zeros(image.shape, np.float32)
+    sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
+    tile = _noise_tile(image.shape, sigma)
+    noise = _noise_map(image, tile, _filter_gain(tuple(sigma)))
+    if noise is None:
+        return np.zeros(image.shape, np.float32)
+    for axis, t in enumerate(tile):
+        noise = np.repeat(noise, t, axis=axis)
+    return _band_pass(image, sigma) / noise[tuple(slice(0, n) for n in image.shape)]
+
+
+def path_snr(snr: np.ndarray, *, radius_px: int = 1, decay: float = 0.8, clip: float = 2.5) -> np.ndarray:
+    """Evidence for a punctum at each pixel of each frame of a movie, from the best path through it.
+
+    A punctum too dim to stand out in any one frame does along its path: this is track-before-
+    detect by dynamic programming. A path may move up to ``radius_px`` pixels per frame along
+    each axis; its score is the sum of the :func:`snr_image` values it passes, discounted by
+    ``decay`` per frame away from the frame scored, and starts where its evidence turns positive.
+    A forward and a backward pass (one grey dilation per frame each) give every pixel the best
+    path ending there and the best path starting there.
+
+    Parameters
+    ----------
+    snr : ndarray
+        :func:`snr_image` of every frame, time first.
+    clip : float
+        Per-frame values are clipped to ``±clip`` (e.g. the SNR a frame's own detection needs), so
+        that a punctum visible in its frames does not lend its evidence to the frames before it
+        appears and after it leaves.
+
+    Returns
+    -------
+    ndarray (float32)
+        Path evidence, scaled by ``(1 - decay) / (1 + decay)``, so that a punctum of constant SNR
+        ``s`` (below ``clip``) that stays put scores ``s``.
+    """
+    z = np.clip(np.asarray(snr, dtype=np.float32), -clip, clip)
+    size = 2 * radius_px + 1
+    evidence = np.empty_like(z)  # first the backward pass, then overwritten with the result
+    evidence[-1] = z[-1]
+    for t in range(len(z) - 2, -1, -1):
+        evidence[t] = z[t] + decay * np.maximum(ndi.maximum_filter(evidence[t + 1], size=size), 0)
+    scale = np.float32((1 - decay) / (1 + decay))
+    forward = z[0]
+    for t in range(len(z)):
+        if t:
+            forward = z[t] + decay * np.maximum(ndi.maximum_filter(forward, size=size), 0)
+        evidence[t] = (forward + evidence[t] - z[t]) * scale
+    return evidence
+
+
+def path_puncta(image: np.ndarray, evidence: np.ndarray, *, pixel_size_um, spot_diameter_um: float = 0.5,
+                axial_ratio: float = 3.0, threshold: float) -> pd.DataFrame:
+    """Puncta of one frame ``image`` where its :func:`path_snr` ``evidence`` has a local maximum
+    above ``threshold``: position from the evidence (centroid of the 3 x 3 neighbourhood),
+    ``intensity`` from the frame's band-pass image, ``snr`` the path evidence."""
+    sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
+    radius = np.maximum(np.round(2 * sigma).astype(int), 1)
+    candidates = np.flatnonzero(evidence > threshold)
+    coords = np.array(np.unravel_index(candidates, evidence.shape))
+    for axis, n in enumerate(evidence.shape):
+        if n > 2:
+            coords = coords[:, (coords[axis] > 0) & (coords[axis] < n - 1)]
+    peak = evidence[tuple(coords)]
+    peaks = coords[:, _is_local_max(evidence, coords, peak, radius)].T
+    if len(peaks) == 0:
+        return _empty()
+    offsets = np.array(list(itertools.product(*[(-1, 0, 1)] * evidence.ndim)))
+    around = np.clip(peaks[:, None] + offsets[None], 0, np.array(evidence.shape) - 1)
+    weight = np.maximum(evidence[tuple(np.moveaxis(around, -1, 0))], 0)
+    positions = (weight[..., None] * around).sum(1) / weight.sum(1)[:, None]
+    response = _band_pass(np.asarray(image, dtype=np.float32), sigma)
+    model = _SpotModel(sigma)
+    return pd.DataFrame({
+        "z": positions[:, 0] if evidence.ndim == 3 else np.zeros(len(positions)),
+        "y": positions[:, -2],
+        "x": positions[:, -1],
+        "intensity": np.maximum(response[tuple(peaks.T)], 0) / model.peak,
+        "snr": evidence[tuple(peaks.T)],
+    })
+
+
+def _band_pass(image, sigma):
+    response = ndi.gaussian_filter(image, sigma, truncate=3.0)
+    response -= ndi.gaussian_filter(image, sigma * _SURROUND, truncate=3.0)
+    return response
+
+
+def _noise_tile(shape, sigma) -> tuple[int, ...]:
+    return tuple(int(min(n, max(16, round(_NOISE_TILE_SIGMAS * s)))) for n, s in zip(shape, sigma))
 
 
 def _empty() -> pd.DataFrame:
