@@ -24,3 +24,11 @@ rule all:
     input:
         all_outputs(),
     default_target: True
+
+
+onsuccess:
+    cancel_rescheduling_timers()
+
+
+onerror:
+    cancel_rescheduling_timers()

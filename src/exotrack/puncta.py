@@ -268,7 +268,8 @@ def path_puncta(image: np.ndarray, evidence: np.ndarray, *, pixel_size_um, spot_
     ``intensity`` from the frame's band-pass image, ``snr`` the path evidence."""
     sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
     radius = np.maximum(np.round(2 * sigma).astype(int), 1)
-    candidates = np.flatnonzero(evidence > threshold)
+    # Most pixels above a low threshold are on a peak's slope: only 3 x 3 maxima can be peaks.
+    candidates = np.flatnonzero((evidence > threshold) & (evidence == ndi.maximum_filter(evidence, size=3)))
     coords = np.array(np.unravel_index(candidates, evidence.shape))
     for axis, n in enumerate(evidence.shape):
         if n > 2:

@@ -1,6 +1,7 @@
 # Validation of the config and the sample sheet, and input functions shared by the rules.
 import functools
 import re
+import threading
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -198,3 +199,15 @@ def all_outputs():
         tables.append(f"{RESULTS}/tables/timecourse.csv")
     plots = expand(f"{RESULTS}/plots/{{modality}}.png", modality=analysed_modalities())
     return tables + plots + [f"{RESULTS}/provenance/versions.json"]
+
+
+def cancel_rescheduling_timers():
+    """Cancel the timers Snakemake's job-rate limiter leaves behind once every job is done.
+
+    Each scheduling round starts a one-second ``threading.Timer`` to look again; the last one
+    has nothing left to schedule, but the interpreter waits for it before it exits, a second
+    on every run (there is no setting for it: ``--max-jobs-per-timespan`` cannot go below 1 s).
+    """
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
