@@ -126,7 +126,7 @@ def estimate_parameters(points: list[np.ndarray], *, max_gap: int | None = None)
 
 
 def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | None = None,
-         max_gap: int | None = None) -> tuple[np.ndarray, LinkingParameters]:
+         max_gap: int | None = None, predicts=None) -> tuple[np.ndarray, LinkingParameters]:
     """Track ids for ``detections`` (a table with ``frame`` and position ``columns``, pixels).
 
     Parameters
@@ -135,6 +135,9 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
         Largest displacement per frame (pixels) for a link; estimated from the data if omitted.
     max_gap : int, optional
         Most consecutive frames a track may miss; estimated from the data if omitted.
+    predicts : array of bool, optional
+        Per row, whether its velocity (directed motion) may predict where it goes next; all rows
+        if omitted. Steps of uncertain detections (dim, possibly noise) predict nothing.
 
     Returns
     -------
@@ -165,7 +168,8 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
     for a, b in zip(by_frame[:-1], by_frame[1:]):
         if len(a) == 0 or len(b) == 0:
             continue
-        rows, cols, cost = _candidates(positions[a], positions[b], radius, velocity[a])
+        v = velocity[a] if predicts is None else np.where(predicts[a][:, None], velocity[a], np.nan)
+        rows, cols, cost = _candidates(positions[a], positions[b], radius, v)
         pairs = _lap(rows, cols, cost, len(a), len(b), no_link)
         src, dst = a[pairs[:, 0]], b[pairs[:, 1]]
         successor[src], predecessor[dst] = dst, src
