@@ -89,6 +89,29 @@ def _candidates(a, b, radius, velocity=None):
     return rows, cols, cost
 
 
+def _gap_candidates(end_frames, end_positions, start_frames, start_positions, radius, *, gaps, velocity=None):
+    """Pairs (end, start) within ``radius`` (see :func:`_candidates`) where the start comes
+    ``gaps`` frames after the end. Searched frame by frame: one search over the whole movie
+    would pair every end with the starts of every frame, most of them out of reach in time."""
+    def by_frame(f):
+        order = np.argsort(f, kind="stable")
+        values, first = np.unique(f[order], return_index=True)
+        return dict(zip(values.tolist(), np.split(order, first[1:])))
+
+    starts = by_frame(start_frames)
+    rows, cols = [np.zeros(0, int)], [np.zeros(0, int)]
+    for frame, e in by_frame(end_frames).items():
+        for gap in gaps:
+            s = starts.get(frame + gap)
+            if s is None:
+                continue
+            r, c, _ = _candidates(end_positions[e], start_positions[s], radius,
+                                  None if velocity is None else velocity[e])
+            rows.append(e[r])
+            cols.append(s[c])
+    return np.concatenate(rows), np.concatenate(cols)
+
+
 def estimate_parameters(points: list[np.ndarray], *, max_gap: int | None = None) -> LinkingParameters:
     """Search radius from the data (see module docstring); ``max_gap`` is set later, after
     frame-to-frame linking, unless given."""
@@ -199,10 +222,9 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
     if params.max_gap > 0 and len(starts) > 1:
         end_frames, start_frames = frames[ends], frames[starts]
         reach = radius * np.sqrt(params.max_gap + 1)
-        rows, cols, _ = _candidates(positions[ends], positions[starts], reach, velocity[ends])
+        rows, cols = _gap_candidates(end_frames, positions[ends], start_frames, positions[starts], reach,
+                                     gaps=range(2, params.max_gap + 2), velocity=velocity[ends])
         gap = start_frames[cols] - end_frames[rows]
-        ok = (gap >= 2) & (gap <= params.max_gap + 1)
-        rows, cols, gap = rows[ok], cols[ok], gap[ok]
         # Re-cost: a Brownian displacement over `gap` frames spreads as sqrt(gap); the velocity
         # prediction is extrapolated over the gap.
         d_brown = ((positions[starts[cols]] - positions[ends[rows]]) ** 2).sum(1) / gap
@@ -240,9 +262,9 @@ def _estimate_gap(positions, frames, starts, ends, *, n_links, radius):
     """
     if len(starts) < 2 or n_links == 0:
         return 1
-    rows, cols, _ = _candidates(positions[ends], positions[starts], radius * np.sqrt(2))
-    one_missed = frames[starts[cols]] - frames[ends[rows]] == 2
-    n_missed = len(np.unique(rows[one_missed]))
+    rows, _ = _gap_candidates(frames[ends], positions[ends], frames[starts], positions[starts], radius * np.sqrt(2),
+                              gaps=[2])
+    n_missed = len(np.unique(rows))
     q = min(max(n_missed / (n_links + n_missed), 1e-3), 0.9)
     by_misses = int(np.ceil(np.log(0.01) / np.log(q)))
     area = np.prod(np.ptp(positions, axis=0) + 1)
