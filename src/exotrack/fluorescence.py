@@ -322,20 +322,15 @@ def _path_detections(stack, shifts, *, spatial, options):
             "axial_ratio": options["spot_axial_ratio"]}
     radius = max(1, int(round(float(spot_sigma_px(spatial, spot_diameter_um=spot["spot_diameter_um"]).min()))))
     snr = np.stack([snr_image(frame, **spot) for frame in stack])
-
-    def displace(frame, shift):
-        return np.roll(frame, tuple(shift), axis=(-2, -1))
-
     found = []
     # The displaced maps replace the SNR maps rather than join them: a long movie's maps are
-    # gigabytes.
+    # gigabytes. Decoys need no intensities.
     for decoy in (False, True):
         if decoy:
-            snr = np.stack([displace(frame, shift) for frame, shift in zip(snr, shifts)])
+            snr = np.stack([np.roll(frame, tuple(shift), axis=(-2, -1)) for frame, shift in zip(snr, shifts)])
         evidence = path_snr(snr, radius_px=radius, decay=PATH_DECAY, clip=DIM_SNR_FLOOR)
-        found.append([path_puncta(displace(image, shift) if decoy else image, frame_evidence, **spot,
-                                  threshold=PATH_SNR_FLOOR)
-                      for image, shift, frame_evidence in zip(stack, shifts, evidence)])
+        found.append([path_puncta(frame_evidence, **spot, threshold=PATH_SNR_FLOOR, image=None if decoy else image)
+                      for image, frame_evidence in zip(stack, evidence)])
         del evidence
     scores = [np.concatenate([f["snr"].to_numpy() for f in tables]) for tables in found]
     threshold = dim_track_threshold(scores[0], scores[1], fdr=PATH_FDR)

@@ -261,11 +261,11 @@ def path_snr(snr: np.ndarray, *, radius_px: int = 1, decay: float = 0.8, clip: f
     return evidence
 
 
-def path_puncta(image: np.ndarray, evidence: np.ndarray, *, pixel_size_um, spot_diameter_um: float = 0.5,
-                axial_ratio: float = 3.0, threshold: float) -> pd.DataFrame:
-    """Puncta of one frame ``image`` where its :func:`path_snr` ``evidence`` has a local maximum
-    above ``threshold``: position from the evidence (centroid of the 3 x 3 neighbourhood),
-    ``intensity`` from the frame's band-pass image, ``snr`` the path evidence."""
+def path_puncta(evidence: np.ndarray, *, pixel_size_um, spot_diameter_um: float = 0.5, axial_ratio: float = 3.0,
+                threshold: float, image: np.ndarray | None = None) -> pd.DataFrame:
+    """Puncta of one frame where its :func:`path_snr` ``evidence`` has a local maximum above
+    ``threshold``: position from the evidence (centroid of the 3 x 3 neighbourhood), ``snr`` the
+    path evidence, ``intensity`` from the band-pass of the frame's ``image`` (NaN without it)."""
     sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
     radius = np.maximum(np.round(2 * sigma).astype(int), 1)
     # Most pixels above a low threshold are on a peak's slope: only 3 x 3 maxima can be peaks.
@@ -282,13 +282,15 @@ def path_puncta(image: np.ndarray, evidence: np.ndarray, *, pixel_size_um, spot_
     around = np.clip(peaks[:, None] + offsets[None], 0, np.array(evidence.shape) - 1)
     weight = np.maximum(evidence[tuple(np.moveaxis(around, -1, 0))], 0)
     positions = (weight[..., None] * around).sum(1) / weight.sum(1)[:, None]
-    response = _band_pass(np.asarray(image, dtype=np.float32), sigma)
-    model = _SpotModel(sigma)
+    intensity = np.full(len(peaks), np.nan)
+    if image is not None:
+        response = _band_pass(np.asarray(image, dtype=np.float32), sigma)
+        intensity = np.maximum(response[tuple(peaks.T)], 0) / _SpotModel(sigma).peak
     return pd.DataFrame({
         "z": positions[:, 0] if evidence.ndim == 3 else np.zeros(len(positions)),
         "y": positions[:, -2],
         "x": positions[:, -1],
-        "intensity": np.maximum(response[tuple(peaks.T)], 0) / model.peak,
+        "intensity": intensity,
         "snr": evidence[tuple(peaks.T)],
     })
 
