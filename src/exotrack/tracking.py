@@ -91,24 +91,18 @@ def _candidates(a, b, radius, velocity=None):
 
 def _gap_candidates(end_frames, end_positions, start_frames, start_positions, radius, *, gaps, velocity=None):
     """Pairs (end, start) within ``radius`` (see :func:`_candidates`) where the start comes
-    ``gaps`` frames after the end. Searched frame by frame: one search over the whole movie
-    would pair every end with the starts of every frame, most of them out of reach in time."""
-    def by_frame(f):
-        order = np.argsort(f, kind="stable")
-        values, first = np.unique(f[order], return_index=True)
-        return dict(zip(values.tolist(), np.split(order, first[1:])))
-
-    starts = by_frame(start_frames)
+    ``gaps`` frames after the end. One search per gap, in space and time with frames set further
+    apart than ``radius``: searching space alone would pair every end with the starts of every
+    frame, most of them out of reach in time."""
+    apart = 2.0 * radius + 1.0
+    ends = np.column_stack([end_positions, end_frames * apart])
+    if velocity is not None:
+        velocity = np.column_stack([velocity, np.zeros(len(velocity))])
     rows, cols = [np.zeros(0, int)], [np.zeros(0, int)]
-    for frame, e in by_frame(end_frames).items():
-        for gap in gaps:
-            s = starts.get(frame + gap)
-            if s is None:
-                continue
-            r, c, _ = _candidates(end_positions[e], start_positions[s], radius,
-                                  None if velocity is None else velocity[e])
-            rows.append(e[r])
-            cols.append(s[c])
+    for gap in gaps:
+        r, c, _ = _candidates(ends, np.column_stack([start_positions, (start_frames - gap) * apart]), radius, velocity)
+        rows.append(r)
+        cols.append(c)
     return np.concatenate(rows), np.concatenate(cols)
 
 
