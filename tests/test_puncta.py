@@ -99,6 +99,7 @@ def test_path_evidence_finds_puncta_too_dim_for_any_frame():
     noise, _ = _drifting_puncta(rng, 0.0)
     snr = np.stack([snr_image(f, pixel_size_um=PIXEL) for f in movie])
     noise_snr = np.stack([snr_image(f, pixel_size_um=PIXEL) for f in noise])
+
     def maxima(score, threshold):
         return path_puncta(score, pixel_size_um=PIXEL, threshold=threshold)
 
