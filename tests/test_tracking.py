@@ -38,6 +38,16 @@ def test_gaps_are_bridged():
     assert len(set(ids)) == 2
 
 
+def test_uncertain_gaps_are_bridged_only_within_the_search_radius():
+    # 7 px over a gap of three frames: a Brownian track's reach (5 px per frame, spreading as the
+    # square root of time), but beyond one frame's 5 px.
+    track = [(f, (50.0, 10.0 + f)) for f in range(5)] + [(f, (50.0, 14.0 + f)) for f in range(7, 12)]
+    table = _table([track])
+    assert len(set(link(table, max_distance=5, max_gap=2)[0])) == 1
+    unsure = np.zeros(len(table), bool)
+    assert len(set(link(table, max_distance=5, max_gap=2, certain=unsure)[0])) == 2
+
+
 def test_directed_motion_keeps_identities_through_a_crossing():
     steps = np.arange(20)[:, None]
     a = np.array([50.0, 10.0]) + steps * np.array([0.0, 4.0])  # moving right

@@ -363,7 +363,7 @@ def _residue(puncta, confident, columns, sigma) -> np.ndarray:
 def _dim_track_scores(dim, columns):
     """Track ids of dim detections, and per track its length and combined evidence (the sum of
     its detections' SNRs over the square root of their number, as independent z-scores add)."""
-    ids, _ = tracking.link(dim, columns=columns)
+    ids, _ = tracking.link(dim, columns=columns, certain=np.zeros(len(dim), bool))
     if len(ids) == 0:
         return ids, np.zeros(1, int), np.zeros(1)
     length = np.bincount(ids)
@@ -418,7 +418,7 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
         # The dim detections kept are real: linked together with the confident ones, a punctum
         # that dims for a few frames stays one track. Only confident steps predict directed
         # motion: a dim detection's step is mostly its position error, or noise.
-        track_id, _ = tracking.link(puncta, columns=columns, predicts=confident[keep])
+        track_id, _ = tracking.link(puncta, columns=columns, predicts=confident[keep], certain=confident[keep])
         # Pieces of dim detections too short to stand as tracks by themselves are dropped again.
         bright = np.bincount(track_id, weights=confident[keep]) > 0
         long = np.bincount(track_id) >= options["min_track_length"]

@@ -143,7 +143,7 @@ def estimate_parameters(points: list[np.ndarray], *, max_gap: int | None = None)
 
 
 def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | None = None,
-         max_gap: int | None = None, predicts=None) -> tuple[np.ndarray, LinkingParameters]:
+         max_gap: int | None = None, predicts=None, certain=None) -> tuple[np.ndarray, LinkingParameters]:
     """Track ids for ``detections`` (a table with ``frame`` and position ``columns``, pixels).
 
     Parameters
@@ -155,6 +155,11 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
     predicts : array of bool, optional
         Per row, whether its velocity (directed motion) may predict where it goes next; all rows
         if omitted. Steps of uncertain detections (dim, possibly noise) predict nothing.
+    certain : array of bool, optional
+        Per row, whether the detection is surely real; all rows if omitted. A gap between two
+        detections not both certain is bridged only within ``max_distance``, not the reach a
+        Brownian track gains over the missed frames: among uncertain detections, noise that
+        happens to lie farther along is likelier than a long excursion.
 
     Returns
     -------
@@ -226,6 +231,9 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
         d_vel = ((positions[starts[cols]] - positions[ends[rows]] - v * gap[:, None]) ** 2).sum(1) / gap
         cost = np.minimum(d_brown, d_vel)
         allowed = cost <= radius ** 2
+        if certain is not None:
+            sure = certain[ends[rows]] & certain[starts[cols]]
+            allowed &= sure | (((positions[starts[cols]] - positions[ends[rows]]) ** 2).sum(1) <= radius ** 2)
         pairs = _lap(rows[allowed], cols[allowed], cost[allowed], len(starts), len(starts), no_link)
         for e, s in pairs:
             parent[s] = e
