@@ -471,25 +471,18 @@ def _fill_gaps(puncta, track_id, candidates, columns, sigma, *, spot_widths: flo
             slot_position.append((1 - w) * p[i] + w * p[i + 1])
     if not slot_track or candidates.empty:
         return puncta, track_id
-    slot_track, slot_frame = np.array(slot_track), np.array(slot_frame)
-    slot_position = np.array(slot_position) / sigma
-    candidate_frame = candidates["frame"].to_numpy()
-    candidate_position = candidates[columns].to_numpy(float) / sigma
-    rows, tracks = [], []
-    for frame in np.unique(slot_frame):
-        here, slots = np.flatnonzero(candidate_frame == frame), np.flatnonzero(slot_frame == frame)
-        if len(here) == 0:
-            continue
-        distance, nearest = cKDTree(candidate_position[here]).query(slot_position[slots],
-                                                                    distance_upper_bound=spot_widths)
-        found = np.isfinite(distance)
-        chosen, first = np.unique(here[nearest[found]], return_index=True)  # one slot per detection
-        rows.append(chosen)
-        tracks.append(slot_track[slots][found][first])
-    if not rows:
+    # One search in space (in spot sigmas) and time, frames set further apart than the reach.
+    apart = 2.0 * spot_widths + 1.0
+    slots = np.column_stack([np.array(slot_position) / sigma, np.array(slot_frame) * apart])
+    tree = cKDTree(np.column_stack([candidates[columns].to_numpy(float) / sigma,
+                                    candidates["frame"].to_numpy() * apart]))
+    distance, nearest = tree.query(slots, distance_upper_bound=spot_widths)
+    found = np.isfinite(distance)
+    rows, first = np.unique(nearest[found], return_index=True)  # one slot per detection
+    if len(rows) == 0:
         return puncta, track_id
-    puncta = pd.concat([puncta, candidates.iloc[np.concatenate(rows)]], ignore_index=True)
-    track_id = np.concatenate([track_id, *tracks])
+    puncta = pd.concat([puncta, candidates.iloc[rows]], ignore_index=True)
+    track_id = np.concatenate([track_id, np.array(slot_track)[found][first]])
     order = np.argsort(puncta["frame"].to_numpy(), kind="stable")
     return puncta.iloc[order].reset_index(drop=True), track_id[order]
 

@@ -226,14 +226,14 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
         gap = start_frames[cols] - end_frames[rows]
         # Re-cost: a Brownian displacement over `gap` frames spreads as sqrt(gap); the velocity
         # prediction is extrapolated over the gap.
-        d_brown = ((positions[starts[cols]] - positions[ends[rows]]) ** 2).sum(1) / gap
+        step = positions[starts[cols]] - positions[ends[rows]]
+        distance2 = (step ** 2).sum(1)
         v = np.nan_to_num(velocity[ends[rows]])
-        d_vel = ((positions[starts[cols]] - positions[ends[rows]] - v * gap[:, None]) ** 2).sum(1) / gap
-        cost = np.minimum(d_brown, d_vel)
+        d_vel = ((step - v * gap[:, None]) ** 2).sum(1) / gap
+        cost = np.minimum(distance2 / gap, d_vel)
         allowed = cost <= radius ** 2
         if certain is not None:
-            sure = certain[ends[rows]] & certain[starts[cols]]
-            allowed &= sure | (((positions[starts[cols]] - positions[ends[rows]]) ** 2).sum(1) <= radius ** 2)
+            allowed &= (certain[ends[rows]] & certain[starts[cols]]) | (distance2 <= radius ** 2)
         pairs = _lap(rows[allowed], cols[allowed], cost[allowed], len(starts), len(starts), no_link)
         for e, s in pairs:
             parent[s] = e
