@@ -38,9 +38,9 @@ CELL_TRACK_COLUMNS = ["cell_track_id", "start_frame", "n_frames", "mean_speed_um
 DIM_SNR_FLOOR = 2.5
 DIM_TRACK_FDR = 0.3
 # Puncta too dim for any one frame are sought along paths through the movie (puncta.path_snr,
-# evidence discounted by PATH_DECAY per frame): candidates from PATH_SNR_FLOOR up, kept from where
-# decoy paths (through the displaced frames) are at most PATH_FDR of them. Their tracks then face
-# the DIM_TRACK_FDR selection.
+# evidence discounted by PATH_DECAY per frame): candidates from PATH_SNR_FLOOR up where no frame
+# detection is, kept from where decoy paths (through the displaced frames) are at most PATH_FDR of
+# them. Their tracks then face the DIM_TRACK_FDR selection.
 PATH_DECAY = 0.8
 PATH_SNR_FLOOR = 1.2
 PATH_FDR = 0.3
@@ -315,9 +315,9 @@ def _displacements(shape, n_frames: int) -> np.ndarray:
 
 
 def _path_detections(stack, shifts, *, spatial, options):
-    """Per frame, the puncta that path evidence through the movie shows, and the decoys it shows
-    through the frames displaced by ``shifts``, from the lowest evidence at which decoys are at
-    most ``PATH_FDR`` of the puncta. A path may move one spot sigma per frame."""
+    """Per frame, the candidate puncta that path evidence through the movie shows, and the decoys
+    it shows through the frames displaced by ``shifts`` (see :func:`_select_path_detections`). A
+    path may move one spot sigma per frame."""
     spot = {"pixel_size_um": spatial, "spot_diameter_um": options["spot_diameter_um"],
             "axial_ratio": options["spot_axial_ratio"]}
     radius = max(1, int(round(float(spot_sigma_px(spatial, spot_diameter_um=spot["spot_diameter_um"]).min()))))
@@ -332,9 +332,17 @@ def _path_detections(stack, shifts, *, spatial, options):
         found.append([path_puncta(frame_evidence, **spot, threshold=PATH_SNR_FLOOR, image=None if decoy else image)
                       for image, frame_evidence in zip(stack, evidence)])
         del evidence
-    scores = [np.concatenate([f["snr"].to_numpy() for f in tables]) for tables in found]
-    threshold = dim_track_threshold(scores[0], scores[1], fdr=PATH_FDR)
-    return [[f[f["snr"] >= threshold] for f in tables] for tables in found]
+    return found
+
+
+def _select_path_detections(puncta, decoys):
+    """Drop the detections only path evidence shows (``along_path``) below the lowest evidence at
+    which decoys are at most ``PATH_FDR`` of them. Only the paths where no frame detection is count:
+    those through detected puncta, plentiful and strong, would vouch for the rest."""
+    scores = [table.loc[table["along_path"].to_numpy(bool), "snr"].to_numpy(float) for table in (puncta, decoys)]
+    threshold = dim_track_threshold(*scores, fdr=PATH_FDR)
+    return [table[~table["along_path"].to_numpy(bool) | (table["snr"].to_numpy(float) >= threshold)]
+            .reset_index(drop=True) for table in (puncta, decoys)]
 
 
 def _beside(puncta, anchors, columns, sigma, *, spot_widths: float = 4.0) -> np.ndarray:
@@ -389,6 +397,8 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
     ``min_track_length`` frames.
     """
     columns = position_columns(len(spatial))
+    if decoys is not None:
+        puncta, decoys = _select_path_detections(puncta, decoys)
     # Confident detections are linked on their own, so that dim ones cannot corrupt their tracks;
     # dim detections form tracks of their own, kept where they persist (noise does not).
     confident = _confident(puncta, options)
