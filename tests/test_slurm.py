@@ -1,12 +1,14 @@
 """The demo through the `slurm` profile on a real single-node SLURM cluster (loopback, no
 accounting database), against the local run."""
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake
+from conftest import REPO, planned_jobs, run_snakemake
 from slurm_cluster import local_cluster, missing
 
 
@@ -21,9 +23,27 @@ def cluster(tmp_path_factory):
         yield env
 
 
-def test_demo_on_slurm_equals_local_run(cluster, demo_run, tmp_path, monkeypatch):
-    from conftest import REPO
+SLURM_COMMANDS = {"sacct", "sacctmgr", "salloc", "sattach", "sbatch", "sbcast", "scancel", "scontrol", "scrontab",
+                  "sdiag", "sinfo", "sprio", "squeue", "sreport", "srun", "sshare", "sstat", "strigger", "sview"}
 
+
+def test_slurm_profile_plans_without_slurm(tmp_path, monkeypatch):
+    """A dry run with the slurm profile on a machine without SLURM: the PATH is this machine's,
+    less every SLURM command (the plugin itself probes for them with ``which``)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in reversed(os.environ["PATH"].split(os.pathsep)):
+        for tool in Path(directory).glob("*") if Path(directory).is_dir() else []:
+            if tool.name not in SLURM_COMMANDS:
+                (bin_dir / tool.name).unlink(missing_ok=True)
+                (bin_dir / tool.name).symlink_to(tool)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert shutil.which("sbatch") is None and shutil.which("which") is not None
+    jobs = planned_jobs(tmp_path / "run", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"))
+    assert jobs.get("summarise_study") == 1 and sum(jobs.values()) > 10, jobs
+
+
+def test_demo_on_slurm_equals_local_run(cluster, demo_run, tmp_path, monkeypatch):
     for key, value in cluster.items():
         monkeypatch.setenv(key, value)
     run_snakemake(tmp_path, "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
