@@ -158,11 +158,29 @@ def test_dim_movie_gains_from_persistent_tracks():
     assert noise.mean() <= 0.3
 
 
+def test_sparse_movie_keeps_no_noise_tracks():
+    # Fifteen puncta bright enough for every frame: the dim tracks a movie this sparse offers are
+    # almost all noise, and the few luckiest of tens of thousands of noise chains must not pass.
+    movie = simulate_movie(shape=(256, 256), n_frames=100, n_particles=15, snr=4, seed=11)
+    truth = movie.tracks[movie.tracks["visible"]]
+    tracks = _analyse(movie).tracks
+    far = np.zeros(len(tracks), bool)
+    for frame, block in tracks.groupby("frame"):
+        here = truth[truth["frame"] == frame][["y", "x"]].to_numpy()
+        distance = cKDTree(here).query(block[["y", "x"]].to_numpy())[0] if len(here) else np.inf
+        far[tracks.index.get_indexer(block.index)] = distance > 3
+    assert far.mean() <= 0.03
+    assert tracking_scores(truth, tracks)["beta"] >= 0.9
+
+
 def test_dim_track_threshold_is_target_decoy_selection():
-    scores = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    scores = np.arange(1.0, 21.0)
     decoys = np.array([1.5, 2.5, 3.5])
-    # At 4 no decoy scores as high: 0 of 7 kept tracks would be noise.
+    # Knockoff+ counts decoys plus one. At 4 no decoy scores as high: (0 + 1) of 17 kept tracks.
     assert fl.dim_track_threshold(scores, decoys, fdr=0.1) == 4.0
-    # Allowing a quarter of noise, 2 is low enough (2 decoys >= 2 against 9 tracks: 22%), 1 is not.
-    assert fl.dim_track_threshold(scores, decoys, fdr=0.25) == 2.0
+    # At 3, (1 + 1) / 18 = 11 % is within 15 %; at 2, (2 + 1) / 19 = 16 % is not.
+    assert fl.dim_track_threshold(scores, decoys, fdr=0.15) == 3.0
+    # Three tracks and no decoy above them are no evidence at 30 %: noise has lucky tracks too.
+    assert fl.dim_track_threshold(np.array([5.0, 6.0, 7.0]), decoys, fdr=0.3) == np.inf
+    assert fl.dim_track_threshold(np.array([5.0, 6.0, 7.0, 8.0]), decoys, fdr=0.3) == 5.0
     assert fl.dim_track_threshold(scores, np.full(20, 99.0), fdr=0.1) == np.inf

@@ -368,24 +368,27 @@ def _residue(puncta, confident, columns, sigma) -> np.ndarray:
     return ~confident & _beside(puncta, confident, columns, sigma)
 
 
-def _dim_track_scores(dim, columns):
-    """Track ids of dim detections, and per track its length and combined evidence (the sum of
-    its detections' SNRs over the square root of their number, as independent z-scores add)."""
-    ids, _ = tracking.link(dim, columns=columns, certain=np.zeros(len(dim), bool))
+def _dim_track_scores(dim, columns, parameters=None):
+    """Track ids of dim detections, per track its length and combined evidence (the sum of its
+    detections' SNRs over the square root of their number, as independent z-scores add), and the
+    linking parameters used (``parameters`` if given, else estimated from ``dim``)."""
+    given = {} if parameters is None else {"max_distance": parameters.max_distance, "max_gap": parameters.max_gap}
+    ids, parameters = tracking.link(dim, columns=columns, certain=np.zeros(len(dim), bool), **given)
     if len(ids) == 0:
-        return ids, np.zeros(1, int), np.zeros(1)
+        return ids, np.zeros(1, int), np.zeros(1), parameters
     length = np.bincount(ids)
     score = np.bincount(ids, weights=dim["snr"].to_numpy(float)) / np.sqrt(np.maximum(length, 1))
-    return ids, length, score
+    return ids, length, score, parameters
 
 
 def dim_track_threshold(scores: np.ndarray, decoy_scores: np.ndarray, *, fdr: float) -> float:
-    """Lowest evidence at which decoy (noise) tracks are at most ``fdr`` of the tracks kept:
-    target-decoy selection, as in proteomics."""
+    """Lowest evidence at which decoy (noise) tracks, plus one, are at most ``fdr`` of the tracks
+    kept: target-decoy selection, as in proteomics, with the knockoff+ count (Barber & Candès
+    2015), which keeps a movie of noise alone from passing its few luckiest tracks."""
     scores, decoy_scores = np.sort(scores), np.sort(decoy_scores)
     kept = len(scores) - np.searchsorted(scores, scores, side="left")
     decoys = len(decoy_scores) - np.searchsorted(decoy_scores, scores, side="left")
-    good = decoys <= fdr * kept
+    good = decoys + 1 <= fdr * kept
     return float(scores[np.argmax(good)]) if good.any() else np.inf
 
 
@@ -409,12 +412,14 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
         residue = _residue(puncta, confident, columns, sigma)
         puncta, confident = puncta[~residue].reset_index(drop=True), confident[~residue]
         track_id = track_id[~residue]
-    dim_id, length, score = _dim_track_scores(puncta[~confident], columns)
+    dim_id, length, score, parameters = _dim_track_scores(puncta[~confident], columns)
     real = length >= options["min_track_length"]
     if decoys is not None:
         decoy_confident = _confident(decoys, options)
         decoys = decoys[~decoy_confident & ~_residue(decoys, decoy_confident, columns, sigma)]
-        _, decoy_length, decoy_score = _dim_track_scores(decoys, columns)
+        # The same search as the movie's: a radius estimated from the decoys themselves would
+        # differ, and with it how many chance links noise makes.
+        _, decoy_length, decoy_score, _ = _dim_track_scores(decoys, columns, parameters)
         decoy_score = decoy_score[decoy_length >= options["min_track_length"]]
         real &= score >= dim_track_threshold(score[real], decoy_score, fdr=DIM_TRACK_FDR)
     track_id[~confident] = dim_id + track_id.max(initial=0)
