@@ -431,9 +431,10 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
     track_id += 1
     if decoys is not None and not confident[keep].all():
         # The dim detections kept are real: linked together with the confident ones, a punctum
-        # that dims for a few frames stays one track. Only confident steps predict directed
-        # motion: a dim detection's step is mostly its position error, or noise.
-        track_id, _ = tracking.link(puncta, columns=columns, predicts=confident[keep], certain=confident[keep])
+        # that dims for a few frames stays one track, and gaps close over a Brownian reach as
+        # between confident ones. Only confident steps predict directed motion: a dim
+        # detection's step is mostly its position error.
+        track_id, _ = tracking.link(puncta, columns=columns, predicts=confident[keep])
         # Pieces of dim detections too short to stand as tracks by themselves are dropped again.
         bright = np.bincount(track_id, weights=confident[keep]) > 0
         long = np.bincount(track_id) >= options["min_track_length"]
