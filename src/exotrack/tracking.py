@@ -28,6 +28,10 @@ from scipy.special import gammaincinv
 # the track is preferred (Jaqaman's 1.05).
 _NO_LINK_FACTOR = 1.05
 _MAX_GAP = 5
+# Weight of the past in a track's running-mean velocity: a memory of about five steps, over which
+# transport keeps its direction; a Brownian track's mean drift then stays near zero (a third of a
+# step's scatter, against over half with an even split between the last step and the past).
+_VELOCITY_MEMORY = 0.8
 
 
 @dataclass
@@ -199,7 +203,8 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
         # directed track's steps agree, so averaging keeps its velocity and damps the rest.
         step = positions[dst] - positions[src]
         previous = velocity[src]
-        velocity[dst] = np.where(np.isfinite(previous), 0.5 * (previous + step), step)
+        velocity[dst] = np.where(np.isfinite(previous),
+                                 _VELOCITY_MEMORY * previous + (1 - _VELOCITY_MEMORY) * step, step)
 
     # Segments: chains of successors.
     segment = np.full(n, -1)
