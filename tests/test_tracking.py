@@ -137,6 +137,17 @@ def test_bleaching_does_not_break_detection():
     assert np.mean(recall) >= 0.9
 
 
+def _far_from_puncta(tracks, truth, *, radius_px=3.0):
+    """Per tracked point, whether no true punctum of its frame lies within ``radius_px``."""
+    far = np.ones(len(tracks), bool)
+    for frame, block in tracks.groupby("frame"):
+        here = truth[truth["frame"] == frame][["y", "x"]].to_numpy()
+        if len(here):
+            distance = cKDTree(here).query(block[["y", "x"]].to_numpy())[0]
+            far[tracks.index.get_indexer(block.index)] = distance >= radius_px
+    return far
+
+
 def test_dim_movie_gains_from_persistent_tracks():
     movie = simulate_movie(n_frames=40, n_particles=40, snr=2.5, seed=8)
     truth = movie.tracks[movie.tracks["visible"]]
@@ -149,12 +160,7 @@ def test_dim_movie_gains_from_persistent_tracks():
     # (beta and the Jaccard index on tracks penalise both) ...
     assert auto["beta"] > fixed["beta"] and auto["jaccard_tracks"] > fixed["jaccard_tracks"]
     # ... and as few as promised: tracks mostly away from every punctum are noise.
-    near = np.zeros(len(tracks), bool)
-    for frame, block in tracks.groupby("frame"):
-        here = truth[truth["frame"] == frame][["y", "x"]].to_numpy()
-        distance = cKDTree(here).query(block[["y", "x"]].to_numpy())[0] if len(here) else np.inf
-        near[tracks.index.get_indexer(block.index)] = distance < 3
-    noise = tracks.assign(near=near).groupby("track_id")["near"].mean() < 0.5
+    noise = tracks.assign(far=_far_from_puncta(tracks, truth)).groupby("track_id")["far"].mean() > 0.5
     assert noise.mean() <= 0.3
 
 
@@ -164,11 +170,7 @@ def test_sparse_movie_keeps_noise_tracks_as_few_as_promised():
     movie = simulate_movie(shape=(256, 256), n_frames=100, n_particles=15, snr=4, seed=11)
     truth = movie.tracks[movie.tracks["visible"]]
     tracks = _analyse(movie).tracks
-    far = np.zeros(len(tracks), bool)
-    for frame, block in tracks.groupby("frame"):
-        here = truth[truth["frame"] == frame][["y", "x"]].to_numpy()
-        distance = cKDTree(here).query(block[["y", "x"]].to_numpy())[0] if len(here) else np.inf
-        far[tracks.index.get_indexer(block.index)] = distance > 3
+    far = _far_from_puncta(tracks, truth)
     noise = tracks.assign(far=far).groupby("track_id")["far"].mean() > 0.5
     assert noise.mean() <= 0.3 and far.mean() <= 0.1
     assert tracking_scores(truth, tracks)["beta"] >= 0.85
