@@ -339,10 +339,10 @@ def _select_path_detections(puncta, decoys):
     """Drop the detections only path evidence shows (``along_path``) below the lowest evidence at
     which decoys are at most ``PATH_FDR`` of them. Only the paths where no frame detection is count:
     those through detected puncta, plentiful and strong, would vouch for the rest."""
-    scores = [table.loc[table["along_path"].to_numpy(bool), "snr"].to_numpy(float) for table in (puncta, decoys)]
-    threshold = dim_track_threshold(*scores, fdr=PATH_FDR)
-    return [table[~table["along_path"].to_numpy(bool) | (table["snr"].to_numpy(float) >= threshold)]
-            .reset_index(drop=True) for table in (puncta, decoys)]
+    along = [table["along_path"].to_numpy(bool) for table in (puncta, decoys)]
+    snr = [table["snr"].to_numpy(float) for table in (puncta, decoys)]
+    threshold = dim_track_threshold(snr[0][along[0]], snr[1][along[1]], fdr=PATH_FDR)
+    return [table[~a | (z >= threshold)].reset_index(drop=True) for table, a, z in zip((puncta, decoys), along, snr)]
 
 
 def _beside(puncta, anchors, columns, sigma, *, spot_widths: float = 4.0) -> np.ndarray:
@@ -487,11 +487,10 @@ def _fill_gaps(puncta, track_id, candidates, columns, sigma, *, spot_widths: flo
             slot_position.append((1 - w) * p[i] + w * p[i + 1])
     if not slot_track or candidates.empty:
         return puncta, track_id
-    # One search in space (in spot sigmas) and time, frames set further apart than the reach.
-    apart = 2.0 * spot_widths + 1.0
-    slots = np.column_stack([np.array(slot_position) / sigma, np.array(slot_frame) * apart])
-    tree = cKDTree(np.column_stack([candidates[columns].to_numpy(float) / sigma,
-                                    candidates["frame"].to_numpy() * apart]))
+    # One search in space (in spot sigmas) and time.
+    slots = tracking.space_time_points(np.array(slot_position) / sigma, slot_frame, reach=spot_widths)
+    tree = cKDTree(tracking.space_time_points(candidates[columns].to_numpy(float) / sigma,
+                                              candidates["frame"].to_numpy(), reach=spot_widths))
     distance, nearest = tree.query(slots, distance_upper_bound=spot_widths)
     found = np.isfinite(distance)
     rows, first = np.unique(nearest[found], return_index=True)  # one slot per detection

@@ -93,18 +93,23 @@ def _candidates(a, b, radius, velocity=None):
     return rows, cols, cost
 
 
+def space_time_points(positions, frames, *, reach: float) -> np.ndarray:
+    """Positions with their frame as one more coordinate, frames set further apart than
+    ``reach``: one k-d tree search within ``reach`` then finds points of the same frame only,
+    where searching space alone would pair points across every frame, most of them unwanted."""
+    return np.column_stack([positions, np.asarray(frames) * (2.0 * reach + 1.0)])
+
+
 def _gap_candidates(end_frames, end_positions, start_frames, start_positions, radius, *, gaps, velocity=None):
     """Pairs (end, start) within ``radius`` (see :func:`_candidates`) where the start comes
-    ``gaps`` frames after the end. One search per gap, in space and time with frames set further
-    apart than ``radius``: searching space alone would pair every end with the starts of every
-    frame, most of them out of reach in time."""
-    apart = 2.0 * radius + 1.0
-    ends = np.column_stack([end_positions, end_frames * apart])
+    ``gaps`` frames after the end: one search per gap, in space and time."""
+    ends = space_time_points(end_positions, end_frames, reach=radius)
     if velocity is not None:
         velocity = np.column_stack([velocity, np.zeros(len(velocity))])
     rows, cols = [np.zeros(0, int)], [np.zeros(0, int)]
     for gap in gaps:
-        r, c, _ = _candidates(ends, np.column_stack([start_positions, (start_frames - gap) * apart]), radius, velocity)
+        starts = space_time_points(start_positions, start_frames - gap, reach=radius)
+        r, c, _ = _candidates(ends, starts, radius, velocity)
         rows.append(r)
         cols.append(c)
     return np.concatenate(rows), np.concatenate(cols)
