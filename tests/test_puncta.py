@@ -3,7 +3,7 @@ import numpy as np
 
 from exotrack.demo import _camera, _gaussian_spots
 from exotrack.evaluate import match_points
-from exotrack.puncta import detect_puncta, path_puncta, path_snr, snr_image, spot_sigma_px
+from exotrack.puncta import detect_puncta, path_evidence, path_puncta, snr_image, spot_sigma_px
 
 PIXEL = (0.1625, 0.1625)
 
@@ -109,9 +109,19 @@ def test_path_evidence_finds_puncta_too_dim_for_any_frame():
         return np.mean([match_points(maxima(s, threshold)[["y", "x"]].to_numpy(), paths[t], radius=3)[2]
                         for t, s in enumerate(scores)])
 
-    single, along = recall(snr, noise_snr), recall(path_snr(snr), path_snr(noise_snr))
+    step = 1.5 * spot_sigma_px(PIXEL, spot_diameter_um=0.5)
+    single = recall(snr, noise_snr)
+    along = recall(path_evidence(snr, step_px=step), path_evidence(noise_snr, step_px=step))
     assert single < 0.15 and along > 0.45
-    # Evidence is scaled to a frame's SNR: a punctum that stays put scores about its own SNR.
-    still = np.zeros((40, 9, 9), np.float32)
-    still[:, 4, 4] = 2.0
-    assert abs(path_snr(still)[20, 4, 4] - 2.0) < 0.05
+
+
+def test_path_evidence_does_not_linger_after_a_punctum():
+    still = np.zeros((40, 15, 15), np.float32)
+    still[:20, 7, 7] = 2.0  # there for 20 frames, then gone
+    evidence = path_evidence(still, step_px=1.6)[:, 7, 7]
+    empty = evidence[30]
+    assert evidence[10] > empty + 2
+    assert evidence[22] < empty + 0.5
+    # Excluded pixels (around puncta every frame shows) carry no evidence.
+    excluded = path_evidence(still, step_px=1.6, exclude=still > 0)[:, 7, 7]
+    assert excluded[10] < evidence[10] - 2

@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 from . import io, qc, tracking
 from .aggregate import TIMELAPSE_HEADLINE
 from .background import background_surface
-from .puncta import detect_puncta, path_puncta, path_snr, snr_image, spot_sigma_px
+from .puncta import detect_puncta, path_evidence, path_puncta, snr_image, spot_sigma_px
 from .segmentation import segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
 
@@ -37,12 +37,16 @@ CELL_TRACK_COLUMNS = ["cell_track_id", "start_frame", "n_frames", "mean_speed_um
 # links remain (the noise keeps its real distribution, photon-noise skew included).
 DIM_SNR_FLOOR = 2.5
 DIM_TRACK_FDR = 0.3
-# Puncta too dim for any one frame are sought along paths through the movie (puncta.path_snr,
-# evidence discounted by PATH_DECAY per frame): candidates from PATH_SNR_FLOOR up where no frame
-# detection is, kept from where decoy paths (through the displaced frames) are at most PATH_FDR of
-# them. Their tracks then face the DIM_TRACK_FDR selection.
-PATH_DECAY = 0.8
-PATH_SNR_FLOOR = 1.2
+# Dim detections within this many spot sigmas of a confident punctum are its residue.
+RESIDUE_SIGMAS = 4.0
+# Puncta too dim for any one frame are sought along paths through the movie (puncta.path_evidence:
+# puncta of SNR PATH_AMPLITUDE per frame, moving PATH_STEP_SIGMAS spot sigmas per frame and axis):
+# candidates from PATH_FLOOR up where no frame detection is, kept from where decoy paths (through
+# the displaced frames) are at most PATH_FDR of them. Their tracks then face the DIM_TRACK_FDR
+# selection. Pixels within RESIDUE_SIGMAS of a confident punctum carry no path evidence.
+PATH_AMPLITUDE = 1.2
+PATH_STEP_SIGMAS = 1.5
+PATH_FLOOR = 1.5
 PATH_FDR = 0.3
 
 DEFAULTS = {
@@ -316,11 +320,11 @@ def _displacements(shape, n_frames: int) -> np.ndarray:
 
 def _path_detections(stack, shifts, *, spatial, options):
     """Per frame, the candidate puncta that path evidence through the movie shows, and the decoys
-    it shows through the frames displaced by ``shifts`` (see :func:`_select_path_detections`). A
-    path may move one spot sigma per frame."""
+    it shows through the frames displaced by ``shifts`` (see :func:`_select_path_detections`)."""
     spot = {"pixel_size_um": spatial, "spot_diameter_um": options["spot_diameter_um"],
             "axial_ratio": options["spot_axial_ratio"]}
-    radius = max(1, int(round(float(spot_sigma_px(spatial, spot_diameter_um=spot["spot_diameter_um"]).min()))))
+    sigma = spot_sigma_px(**spot)
+    around = (1, *(2 * np.maximum(np.round(RESIDUE_SIGMAS * sigma).astype(int), 1) + 1))
     snr = np.stack([snr_image(frame, **spot) for frame in stack])
     found = []
     # The displaced maps replace the SNR maps rather than join them: a long movie's maps are
@@ -328,8 +332,12 @@ def _path_detections(stack, shifts, *, spatial, options):
     for decoy in (False, True):
         if decoy:
             snr = np.stack([np.roll(frame, tuple(shift), axis=(-2, -1)) for frame, shift in zip(snr, shifts)])
-        evidence = path_snr(snr, radius_px=radius, decay=PATH_DECAY, clip=DIM_SNR_FLOOR)
-        found.append([path_puncta(frame_evidence, **spot, threshold=PATH_SNR_FLOOR, image=None if decoy else image)
+        # Confident puncta are found in their frames; their evidence would only linger beyond them.
+        confident = ndi.maximum_filter(snr >= options["snr_threshold"], size=around)
+        evidence = path_evidence(snr, step_px=PATH_STEP_SIGMAS * sigma, amplitude=PATH_AMPLITUDE,
+                                 clip=DIM_SNR_FLOOR, exclude=confident)
+        del confident
+        found.append([path_puncta(frame_evidence, **spot, threshold=PATH_FLOOR, image=None if decoy else image)
                       for image, frame_evidence in zip(stack, evidence)])
         del evidence
     return found
@@ -345,7 +353,7 @@ def _select_path_detections(puncta, decoys):
     return [table[~a | (z >= threshold)].reset_index(drop=True) for table, a, z in zip((puncta, decoys), along, snr)]
 
 
-def _beside(puncta, anchors, columns, sigma, *, spot_widths: float = 4.0) -> np.ndarray:
+def _beside(puncta, anchors, columns, sigma, *, spot_widths: float) -> np.ndarray:
     """Whether each detection that is not an anchor lies within ``spot_widths`` spot sigmas of an
     ``anchors`` detection in the same frame."""
     near = np.zeros(len(puncta), bool)
@@ -365,7 +373,7 @@ def _confident(puncta, options) -> np.ndarray:
 def _residue(puncta, confident, columns, sigma) -> np.ndarray:
     """Dim detections beside a confident one: the bright spot's residue, which would follow it as
     a duplicate track."""
-    return ~confident & _beside(puncta, confident, columns, sigma)
+    return ~confident & _beside(puncta, confident, columns, sigma, spot_widths=RESIDUE_SIGMAS)
 
 
 def _dim_track_scores(dim, columns, parameters=None):

@@ -221,49 +221,71 @@ def snr_image(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float = 0.5
     return _band_pass(image, sigma) / noise[tuple(slice(0, n) for n in image.shape)]
 
 
-def path_snr(snr: np.ndarray, *, radius_px: int = 1, decay: float = 0.8, clip: float = 2.5) -> np.ndarray:
-    """Evidence for a punctum at each pixel of each frame of a movie, from the best path through it.
+def path_evidence(snr: np.ndarray, *, step_px, amplitude: float = 1.2, birth: float = 0.1,
+                  ceiling: float = 3.0, clip: float = 2.5, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Evidence for a punctum at each pixel of each frame of a movie, from all paths through it.
 
-    A punctum too dim to stand out in any one frame does along its path: this is track-before-
-    detect by dynamic programming. A path may move up to ``radius_px`` pixels per frame along
-    each axis; its score is the sum of the :func:`snr_image` values it passes, discounted by
-    ``decay`` per frame away from the frame scored, and starts where its evidence turns positive.
-    A forward and a backward pass (one grey dilation per frame each) give every pixel the best
-    path ending there and the best path starting there.
+    A punctum too dim to stand out in any one frame does along its path: this is Bayesian
+    track-before-detect, a hidden Markov model run forward and backward through the frames. Each
+    frame's :func:`snr_image` value ``z`` is the log-likelihood ratio ``amplitude * z -
+    amplitude**2 / 2`` of a punctum of that SNR against noise; between frames a punctum moves by
+    a Gaussian step of ``step_px`` per axis or is born (probability ``birth``). Summing over paths,
+    rather than taking the best one, keeps noise from finding a lucky path among the many it has.
 
     Parameters
     ----------
     snr : ndarray
         :func:`snr_image` of every frame, time first.
+    step_px : float or sequence of float
+        Standard deviation of a punctum's step per frame, per spatial axis.
+    amplitude : float
+        The SNR per frame of the puncta sought.
+    ceiling : float
+        The log-likelihood ratio a path carries on is capped here. Beyond that a punctum is certain
+        anyway, and the cap bounds how long a punctum's evidence lingers after it leaves: an empty
+        frame costs ``amplitude**2 / 2``.
     clip : float
-        Per-frame values are clipped to ``±clip`` (e.g. the SNR a frame's own detection needs), so
-        that a punctum visible in its frames does not lend its evidence to the frames before it
-        appears and after it leaves.
+        Per-frame values are clipped to ``±clip`` so that no single frame decides a path.
+    exclude : ndarray of bool, optional
+        Pixels that carry no evidence either way, e.g. around puncta every frame shows anyway,
+        whose long paths would otherwise linger into the frames before and after them.
 
     Returns
     -------
     ndarray (float32)
-        Path evidence, scaled by ``(1 - decay) / (1 + decay)``, so that a punctum of constant SNR
-        ``s`` (below ``clip``) that stays put scores ``s``.
+        Per pixel and frame, the log-likelihood ratio of the paths through it (forward and backward
+        passes combined), against noise.
     """
-    z = np.clip(np.asarray(snr, dtype=np.float32), -clip, clip)
-    size = 2 * radius_px + 1
-    evidence = np.empty_like(z)  # first the backward pass, then overwritten with the result
-    evidence[-1] = z[-1]
-    for t in range(len(z) - 2, -1, -1):
-        evidence[t] = z[t] + decay * np.maximum(ndi.maximum_filter(evidence[t + 1], size=size), 0)
-    scale = np.float32((1 - decay) / (1 + decay))
-    forward = z[0]
-    for t in range(len(z)):
-        if t:
-            forward = z[t] + decay * np.maximum(ndi.maximum_filter(forward, size=size), 0)
-        evidence[t] = (forward + evidence[t] - z[t]) * scale
+    snr = np.asarray(snr, dtype=np.float32)
+    a = np.float32(amplitude)
+    ll = a * np.clip(snr, -clip, clip) - a * a / 2
+    if exclude is not None:
+        ll[exclude] = 0
+    step = np.broadcast_to(np.asarray(step_px, float), (snr.ndim - 1,))
+    born, stay = np.float32(np.log(birth)), np.float32(1 - birth)
+
+    def passes(order):
+        carried = None
+        for t in order:
+            if carried is None:
+                carried = ll[t] + born
+            else:
+                spread = ndi.gaussian_filter(np.exp(carried), step, truncate=3.0)
+                carried = ll[t] + np.log(np.float32(birth) + stay * spread)
+            carried = np.minimum(carried, np.float32(ceiling))
+            yield t, carried
+
+    evidence = np.empty_like(ll)
+    for t, forward in passes(range(len(ll))):
+        evidence[t] = forward - ll[t]
+    for t, backward in passes(range(len(ll) - 1, -1, -1)):
+        evidence[t] += backward
     return evidence
 
 
 def path_puncta(evidence: np.ndarray, *, pixel_size_um, spot_diameter_um: float = 0.5, axial_ratio: float = 3.0,
                 threshold: float, image: np.ndarray | None = None) -> pd.DataFrame:
-    """Puncta of one frame where its :func:`path_snr` ``evidence`` has a local maximum above
+    """Puncta of one frame where its :func:`path_evidence` has a local maximum above
     ``threshold``: position from the evidence (centroid of the 3 x 3 neighbourhood), ``snr`` the
     path evidence, ``intensity`` from the band-pass of the frame's ``image`` (NaN without it)."""
     sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
