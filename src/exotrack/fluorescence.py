@@ -433,6 +433,12 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
     track_id[~confident] = dim_id + track_id.max(initial=0)
     keep = confident.copy()
     keep[~confident] = real[dim_id]
+    if decoys is not None:
+        # A path detection beside a kept frame detection is that punctum again, displaced by the
+        # path model's smoothing over steps; left in, it would run alongside as a shadow track
+        # and take the punctum's links.
+        path = puncta["along_path"].to_numpy(bool)
+        keep &= ~(path & _beside(puncta, keep & ~path, columns, sigma, spot_widths=RESIDUE_SIGMAS))
     unused = puncta[~keep]
     puncta = puncta[keep].reset_index(drop=True)
     _, track_id = np.unique(track_id[keep], return_inverse=True)
