@@ -64,8 +64,11 @@ def _lap(rows, cols, costs, n_sources, n_targets, no_link):
     # A constant added to every entry leaves the optimum unchanged and keeps zero costs from
     # being read as missing edges.
     w = np.concatenate([costs, np.full(n, no_link), np.full(m, no_link), np.full(len(rows), lower)]) + 1.0
-    matrix = sparse.csr_matrix((w, (r, c)), shape=(n + m, m + n))
-    matrix.sum_duplicates()
+    # Built as CSR directly: every (row, column) occurs once, and the COO route costs more than
+    # the matching itself on a frame of a hundred puncta.
+    order = np.argsort(r, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n + m))]).astype(np.int32)
+    matrix = sparse.csr_matrix((w[order], c[order].astype(np.int32), indptr), shape=(n + m, m + n))
     match = min_weight_full_bipartite_matching(matrix)[1]
     sources = np.arange(n)
     targets = match[:n]
@@ -74,17 +77,23 @@ def _lap(rows, cols, costs, n_sources, n_targets, no_link):
 
 
 def _candidates(a, b, radius, velocity=None):
-    """Sparse costs between points ``a`` and ``b`` within ``radius``: the squared distance, or
-    the squared distance to ``a + velocity`` where that is cheaper (directed motion)."""
-    tree = cKDTree(b)
+    """Sparse costs between points ``a`` and ``b`` (arrays, or their k-d trees) within
+    ``radius``: the squared distance, or the squared distance to ``a + velocity`` where that is
+    cheaper (directed motion; rows without a finite velocity have none)."""
+    tree_a, tree_b = (p if isinstance(p, cKDTree) else cKDTree(p) for p in (a, b))
+    origins = [(np.arange(tree_a.n), tree_a)]
+    if velocity is not None:
+        moving = np.flatnonzero(np.isfinite(velocity).all(1))
+        if len(moving):
+            origins.append((moving, cKDTree(tree_a.data[moving] + velocity[moving])))
     pairs = []
-    for origin in [a] if velocity is None else [a, a + np.nan_to_num(velocity)]:
-        found = cKDTree(origin).sparse_distance_matrix(tree, radius, output_type="ndarray")
-        pairs.append((found["i"], found["j"], found["v"] ** 2))
+    for index, origin in origins:
+        found = origin.sparse_distance_matrix(tree_b, radius, output_type="ndarray")
+        pairs.append((index[found["i"]], found["j"], found["v"] ** 2))
     rows, cols, cost = (np.concatenate(p) for p in zip(*pairs))
-    if len(rows) and velocity is not None:
+    if len(origins) > 1:
         # Keep the cheaper model per pair.
-        key = rows.astype(np.int64) * (len(b) + 1) + cols
+        key = rows.astype(np.int64) * (tree_b.n + 1) + cols
         order = np.lexsort((cost, key))
         first = np.ones(len(order), bool)
         first[1:] = key[order][1:] != key[order][:-1]
@@ -184,7 +193,7 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
         return np.zeros(0, int), LinkingParameters(max_distance or 0.0, max_gap or 0, 0.0)
     order = np.argsort(frames, kind="stable")
     first, last = frames.min(), frames.max()
-    by_frame = [order[frames[order] == t] for t in range(first, last + 1)]
+    by_frame = np.split(order, np.searchsorted(frames[order], np.arange(first + 1, last + 1)))
     params = estimate_parameters([positions[i] for i in by_frame])
     if max_distance is not None:
         params.max_distance = float(max_distance)
@@ -196,11 +205,13 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
     successor = np.full(n, -1)
     predecessor = np.full(n, -1)
     velocity = np.full(positions.shape, np.nan)
-    for a, b in zip(by_frame[:-1], by_frame[1:]):
+    # Each frame's tree serves as target, then as source.
+    trees = [cKDTree(positions[i]) if len(i) else None for i in by_frame]
+    for t, (a, b) in enumerate(zip(by_frame[:-1], by_frame[1:])):
         if len(a) == 0 or len(b) == 0:
             continue
         v = velocity[a] if predicts is None else np.where(predicts[a][:, None], velocity[a], np.nan)
-        rows, cols, cost = _candidates(positions[a], positions[b], radius, v)
+        rows, cols, cost = _candidates(trees[t], trees[t + 1], radius, v)
         pairs = _lap(rows, cols, cost, len(a), len(b), no_link)
         src, dst = a[pairs[:, 0]], b[pairs[:, 1]]
         successor[src], predecessor[dst] = dst, src
@@ -212,17 +223,15 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
                                  _VELOCITY_MEMORY * previous + (1 - _VELOCITY_MEMORY) * step, step)
 
     # Segments: chains of successors.
-    segment = np.full(n, -1)
     starts = np.flatnonzero(predecessor < 0)
+    segment = np.full(n, -1)
+    segment[starts] = np.arange(len(starts))
+    for b in by_frame:
+        linked = b[predecessor[b] >= 0]
+        segment[linked] = segment[predecessor[linked]]
     ends = np.empty_like(starts)
-    for k, s in enumerate(starts):
-        i = s
-        while True:
-            segment[i] = k
-            if successor[i] < 0:
-                break
-            i = successor[i]
-        ends[k] = i
+    tails = np.flatnonzero(successor < 0)
+    ends[segment[tails]] = tails
 
     # Gap closing between segment ends and later segment starts.
     params.max_gap = int(max_gap) if max_gap is not None else _estimate_gap(
