@@ -187,3 +187,28 @@ def test_dim_track_threshold_is_target_decoy_selection():
     assert fl.dim_track_threshold(np.array([5.0, 6.0, 7.0]), decoys, fdr=0.3) == np.inf
     assert fl.dim_track_threshold(np.array([5.0, 6.0, 7.0, 8.0]), decoys, fdr=0.3) == 5.0
     assert fl.dim_track_threshold(scores, np.full(20, 99.0), fdr=0.1) == np.inf
+
+
+def test_path_detections_beside_a_kept_punctum_are_dropped():
+    # Path evidence is smoothed over a punctum's steps, so beside a dim punctum that the frames
+    # show it can peak again a few pixels off: a shadow that would run as a second track.
+    pixel_um = 0.14
+    spatial = (1.0, pixel_um, pixel_um)
+    sigma = fl.spot_sigma_px(spatial[1:], spot_diameter_um=fl.DEFAULTS["spot_diameter_um"])[0]
+    frames = np.arange(30)
+    rows = []
+    for k, (y, x) in enumerate([(40, 20), (120, 40), (40, 150), (150, 150)]):
+        rows += [{"frame": f, "y": y + 0.2 * f, "x": x + 0.5 * f, "snr": 3.5, "along_path": False}
+                 for f in frames]
+        if k == 0:  # three spot sigmas off: beyond the two within which it would not be reported
+            rows += [{"frame": f, "y": y + 0.2 * f + 3 * sigma, "x": x + 0.5 * f, "snr": 4.0, "along_path": True}
+                     for f in frames]
+    puncta = pd.DataFrame(rows).assign(z=0.0, intensity=1.0, confident=False, cell_id=0)
+    rng = np.random.default_rng(0)
+    decoys = pd.DataFrame({"frame": np.repeat(frames, 5), "y": rng.uniform(0, 200, 150),
+                           "x": rng.uniform(0, 200, 150), "snr": 2.6, "along_path": False})
+    decoys = decoys.assign(z=0.0, intensity=1.0, confident=False, cell_id=0)
+    kept, tracks, _ = fl._track_puncta(puncta, None, spatial=spatial, frame_interval_s=1.0, options=fl.DEFAULTS,
+                                       with_cells=False, decoys=decoys)
+    assert not kept["along_path"].any()
+    assert tracks["track_id"].nunique() == 4 and len(tracks) == 4 * len(frames)
