@@ -168,6 +168,10 @@ def main() -> None:
         print(f"     trackpy tuned: diameter {diameter}, minmass {minmass:.0f}, search {search} px; "
               f"exotrack radius {params.max_distance:.1f} px, gap {params.max_gap}; "
               f"Brownian D {d:.4f} vs true {true_d:.4f} um2/s ({100 * (d / true_d - 1):+.1f}%)")
+        alpha = {name: scores["alpha"] for name, _, scores, _, _ in rows}
+        print(f"     ratios: link time exotrack / trackpy.link {t_link / t_tp_link:.2f} (target <= 1); "
+              f"alpha exotrack / trackpy {alpha['exotrack'] / alpha['trackpy']:.3f}, "
+              f"/ laptrack {alpha['exotrack'] / alpha['laptrack']:.3f} (targets > 1)")
 
 
 if __name__ == "__main__":
