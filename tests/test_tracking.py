@@ -9,7 +9,7 @@ from exotrack import io
 from exotrack.demo import simulate_movie
 from exotrack.evaluate import match_points, tracking_scores
 from exotrack.fluorescence import analyse_image
-from exotrack.tracking import link, motion_summary, path_summary
+from exotrack.tracking import estimate_parameters, link, motion_summary, path_summary
 
 
 def _table(tracks):
@@ -212,3 +212,22 @@ def test_path_detections_beside_a_kept_punctum_are_dropped():
                                        with_cells=False, decoys=decoys)
     assert not kept["along_path"].any()
     assert tracks["track_id"].nunique() == 4 and len(tracks) == 4 * len(frames)
+
+
+@pytest.mark.parametrize("speed_px", [0.0, 6.0])
+def test_search_radius_follows_diffusion_or_transport(speed_px):
+    # Steps of 6 px along straight lines are transport: a Brownian reach for steps that large
+    # (over 3.7 times their typical length) would take in unrelated puncta.
+    rng = np.random.default_rng(3)
+    start = rng.uniform(0, 512, (150, 2))
+    if speed_px:
+        angle = rng.uniform(0, 2 * np.pi, 150)
+        velocity = speed_px * np.column_stack([np.sin(angle), np.cos(angle)])
+        points = [start + t * velocity + rng.normal(0, 0.3, (150, 2)) for t in range(20)]
+    else:
+        points = list(start + np.cumsum(rng.normal(0, 1.2, (20, 150, 2)), axis=0))
+    radius = estimate_parameters(points).max_distance
+    if speed_px:
+        assert speed_px < radius < 2 * speed_px
+    else:
+        assert radius == pytest.approx(np.sqrt(-2 * np.log(0.001)) * 1.2, rel=0.1)

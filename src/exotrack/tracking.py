@@ -124,29 +124,55 @@ def _gap_candidates(end_frames, end_positions, start_frames, start_positions, ra
     return np.concatenate(rows), np.concatenate(cols)
 
 
+def _clear_pairs(a, b, spacing):
+    """Indices into ``a`` and ``b`` of unambiguous nearest-neighbour pairs, and their distances:
+    mutual, twice as close as the runner-up, and well inside the typical ``spacing`` (sparse, noisy
+    detections also pair up by chance, at distances of the order of the spacing)."""
+    if len(a) < 3 or len(b) < 3:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
+    d, j = cKDTree(b).query(a, k=2)
+    back = cKDTree(a).query(b)[1]
+    clear = (back[j[:, 0]] == np.arange(len(a))) & (d[:, 0] < 0.5 * d[:, 1]) & (d[:, 0] < spacing / 3)
+    return np.flatnonzero(clear), j[clear, 0], d[clear, 0]
+
+
 def estimate_parameters(points: list[np.ndarray], *, max_gap: int | None = None) -> LinkingParameters:
     """Search radius from the data (see module docstring); ``max_gap`` is set later, after
     frame-to-frame linking, unless given."""
     ndim = next((p.shape[1] for p in points if len(p)), 2)
-    # A score of evenly spread frames tells the spacing and the step size as well as all would.
-    sample = np.unique(np.linspace(0, max(len(points) - 2, 0), 20).astype(int))
+    # Ten runs of three evenly spread frames tell the spacing and the step size as well as all
+    # would.
+    sample = np.unique(np.linspace(0, max(len(points) - 3, 0), 10).astype(int))
     nn = [cKDTree(points[i]).query(points[i], k=2)[0][:, 1] for i in sample if len(points[i]) > 2]
     spacing = float(np.median(np.concatenate(nn))) if nn else 10.0
-    steps = []
-    for a, b in ((points[i], points[i + 1]) for i in sample if i + 1 < len(points)):
-        if len(a) < 3 or len(b) < 3:
+    steps, turns = [np.zeros(0)], [np.zeros(0)]
+    for i in sample:
+        if i + 1 >= len(points):
             continue
-        d, j = cKDTree(b).query(a, k=2)
-        back = cKDTree(a).query(b)[1]
-        mutual = back[j[:, 0]] == np.arange(len(a))
-        # Unambiguous pairs only, and well inside the typical spacing: sparse, noisy detections
-        # also pair up by chance, at distances of the order of the spacing.
-        clear = mutual & (d[:, 0] < 0.5 * d[:, 1]) & (d[:, 0] < spacing / 3)
-        steps.append(d[clear, 0])
-    steps = np.concatenate(steps) if steps else np.zeros(0)
+        first = _clear_pairs(points[i], points[i + 1], spacing)
+        steps.append(first[2])
+        if i + 2 >= len(points):
+            continue
+        second = _clear_pairs(points[i + 1], points[i + 2], spacing)
+        steps.append(second[2])
+        # Chained steps through a middle point: their difference cancels a steady velocity.
+        middle, at_first, at_second = np.intersect1d(first[1], second[0], return_indices=True)
+        before = points[i + 1][middle] - points[i][first[0][at_first]]
+        after = points[i + 2][second[1][at_second]] - points[i + 1][middle]
+        turns.append(np.linalg.norm(after - before, axis=1))
+    steps, turns = np.concatenate(steps), np.concatenate(turns)
     if len(steps) >= 20:
         # |step|^2 / sigma^2 follows chi-square with ndim degrees of freedom for Brownian steps.
         sigma = float(np.sqrt(np.median(steps ** 2) / _chi2_quantile(0.5, ndim)))
+        if len(turns) >= 20:
+            # Directed transport inflates the steps but not the differences of chained steps,
+            # whose spread is that of the random part (times sqrt 2; the 90th percentile, as
+            # the slow movers' small differences would pull a median down). Where the steps
+            # exceed twice that, transport dominates, and a Brownian reach for steps that large
+            # would take in unrelated puncta: the observed steps' tail sets the radius instead.
+            random = float(np.percentile(turns, 90) / np.sqrt(2 * _chi2_quantile(0.9, ndim)))
+            if random < sigma / 2:
+                sigma = random
     else:
         sigma = spacing / 8
     sigma = max(sigma, 0.5)  # localisation noise alone moves a spot by a fraction of a pixel
