@@ -9,8 +9,9 @@ cheaper. The assignments are solved on sparse matrices, so a frame with thousand
 milliseconds and there are no "subnetworks" to blow up.
 
 The search radius and the longest gap default from the data: the radius from the displacements
-of unambiguous nearest-neighbour pairs between frames, the gap from how often detections go
-missing for one frame, bounded by how crowded track starts are.
+of unambiguous nearest-neighbour pairs between frames (a Brownian reach for their size, or their
+observed tail where chained steps show that transport makes them large), the gap from how often
+detections go missing for one frame, bounded by how crowded track starts are.
 """
 
 from __future__ import annotations
