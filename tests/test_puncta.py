@@ -33,6 +33,25 @@ def test_isolated_spots_positions_and_intensities():
     assert abs(np.median(ratio) - 1) < 0.1
 
 
+def test_position_sd_is_the_scatter_of_positions_under_background_noise():
+    # Gaussian pixel noise alone, which the error model accounts for: the reported standard
+    # deviation is a lower bound (the sub-pixel fit is not quite linear in the noise), but close.
+    rng = np.random.default_rng(2)
+    sigma = spot_sigma_px(PIXEL, spot_diameter_um=0.5)
+    grid = np.array([(y, x) for y in range(12, 256, 20) for x in range(12, 256, 20)], float)
+    for amplitude in (10.0, 16.0):
+        error, sd = [], []
+        for _ in range(4):
+            points = grid + rng.uniform(-0.5, 0.5, grid.shape)
+            spots = _gaussian_spots((256, 256), points, np.full(len(points), amplitude * 2 * np.pi * sigma[0] ** 2), sigma)
+            found = detect_puncta(spots + rng.normal(100, 3.0, spots.shape), pixel_size_um=PIXEL, snr_threshold=3)
+            pairs = match_points(found[["y", "x"]].to_numpy(), points, radius=2)[0]
+            error.append(found[["y", "x"]].to_numpy()[pairs[:, 0]] - points[pairs[:, 1]])
+            sd.append(found["position_sd_px"].to_numpy()[pairs[:, 0]])
+        ratio = np.sqrt((np.concatenate(error) ** 2).mean() / (np.concatenate(sd) ** 2).mean())
+        assert 1.0 <= ratio <= 1.3
+
+
 def test_pure_noise_gives_almost_no_detections():
     rng = np.random.default_rng(2)
     image = _camera(rng, np.full((1024, 1024), 80.0))

@@ -9,7 +9,7 @@ from exotrack import io
 from exotrack.demo import simulate_movie
 from exotrack.evaluate import match_points, tracking_scores
 from exotrack.fluorescence import analyse_image
-from exotrack.tracking import estimate_parameters, link, motion_summary, path_summary
+from exotrack.tracking import estimate_parameters, link, motion_summary, path_summary, smooth_tracks
 
 
 def _table(tracks):
@@ -55,6 +55,37 @@ def test_directed_motion_keeps_identities_through_a_crossing():
     table = _table([[(f, a[f]) for f in range(20)], [(f, b[f]) for f in range(20)]])
     ids, _ = link(table, max_distance=6, max_gap=1)
     assert tracking_scores(table, table.assign(track_id=ids))["alpha"] == pytest.approx(1.0)
+
+
+def test_smoothing_weighs_each_point_by_its_error():
+    rng = np.random.default_rng(4)
+    n = 400
+    frames = np.delete(np.arange(n + 20), rng.choice(n + 20, 20, replace=False))  # some missed frames
+    truth = np.cumsum(rng.normal(0, 1.0, (n + 20, 2)), axis=0)[frames]
+    sd = rng.choice([0.1, 0.5, 1.5], (n, 1)) * np.ones((1, 2))
+    measured = truth + rng.normal(0, sd)
+    one = np.ones(n, int)
+    smoothed = smooth_tracks(one, frames, measured, sd ** 2, step_variance=1.0)
+    # Precise points stay where they are; the worst move most (a uniform error would give them
+    # about 0.75 of their error, and throw the precise ones off).
+    for level, most in ((0.1, 1.02), (0.5, 0.95), (1.5, 0.6)):
+        at = sd[:, 0] == level
+        assert np.sqrt(((smoothed - truth)[at] ** 2).mean()) < most * np.sqrt(((measured - truth)[at] ** 2).mean())
+    assert np.allclose(smooth_tracks(one, frames, measured, np.zeros_like(sd), step_variance=1.0), measured)
+    # Tracks are smoothed independently, each with its own step variance, in any row order; steady
+    # transport (2 px per frame, far more than the random walk assumed) stays on its line.
+    line = frames[:, None] * np.array([0.5, 2.0])
+    noisy_line = line + rng.normal(0, 0.5, line.shape)
+    both = smooth_tracks(np.r_[one, one + 1], np.r_[frames, frames], np.r_[measured, noisy_line],
+                         np.r_[sd ** 2, np.full(line.shape, 0.25)], step_variance=np.array([[1.0, 1.0], [0.5, 0.5]]))
+    shuffle = rng.permutation(2 * n)
+    shuffled = smooth_tracks(np.r_[one, one + 1][shuffle], np.r_[frames, frames][shuffle],
+                             np.r_[measured, noisy_line][shuffle], np.r_[sd ** 2, np.full(line.shape, 0.25)][shuffle],
+                             step_variance=np.array([[1.0, 1.0], [0.5, 0.5]]))
+    assert np.allclose(both[:n], smoothed) and np.allclose(shuffled, both[shuffle])
+    inside = slice(10, -10)
+    assert np.abs(both[n:] - line)[inside].mean() < 0.8 * np.abs(noisy_line - line)[inside].mean()
+    assert np.abs((both[n:] - line)[inside].mean(axis=0)).max() < 0.05
 
 
 @pytest.mark.parametrize("d_um2_s", [0.01, 0.05])
@@ -153,7 +184,8 @@ def test_dim_movie_gains_from_persistent_tracks():
     truth = movie.tracks[movie.tracks["visible"]]
     strict = tracking_scores(truth, _analyse(movie, track_snr_threshold=5.5).tracks)
     fixed = tracking_scores(truth, _analyse(movie, track_snr_threshold=3.5, min_track_length=5).tracks)
-    tracks = _analyse(movie).tracks  # the default: dim tracks kept at <= 30% noise
+    result = _analyse(movie)  # the default: dim tracks kept at <= 30% noise
+    tracks = result.tracks
     auto = tracking_scores(truth, tracks)
     assert auto["alpha"] > fixed["alpha"] > strict["alpha"]
     # Noise is held out by the decoys: fewer false and broken tracks than a hand-set threshold
@@ -162,6 +194,18 @@ def test_dim_movie_gains_from_persistent_tracks():
     # ... and as few as promised: tracks mostly away from every punctum are noise.
     noise = tracks.assign(far=_far_from_puncta(tracks, truth)).groupby("track_id")["far"].mean() > 0.5
     assert noise.mean() <= 0.3
+    # A track's positions are its puncta's, smoothed by each one's localisation error: closer to
+    # the truth than the puncta themselves.
+    measured = result.puncta_table.set_index("spot_id").loc[tracks["spot_id"], ["y", "x"]].to_numpy()
+    error = {"measured": [], "smoothed": []}
+    for frame in np.unique(tracks["frame"]):
+        rows = np.flatnonzero(tracks["frame"].to_numpy() == frame)
+        here = truth[truth["frame"] == frame][["y", "x"]].to_numpy()
+        distance, nearest = cKDTree(here).query(measured[rows])
+        near = distance < 2
+        error["measured"] += list(distance[near])
+        error["smoothed"] += list(np.linalg.norm(tracks[["y", "x"]].to_numpy()[rows[near]] - here[nearest[near]], axis=1))
+    assert np.mean(error["smoothed"]) < 0.985 * np.mean(error["measured"])
 
 
 def test_sparse_movie_keeps_noise_tracks_as_few_as_promised():
@@ -203,7 +247,7 @@ def test_path_detections_beside_a_kept_punctum_are_dropped():
         if k == 0:  # three spot sigmas off: beyond the two within which it would not be reported
             rows += [{"frame": f, "y": y + 0.2 * f + 3 * sigma, "x": x + 0.5 * f, "snr": 4.0, "along_path": True}
                      for f in frames]
-    puncta = pd.DataFrame(rows).assign(z=0.0, intensity=1.0, confident=False, cell_id=0)
+    puncta = pd.DataFrame(rows).assign(z=0.0, intensity=1.0, position_sd_px=0.3, confident=False, cell_id=0)
     rng = np.random.default_rng(0)
     decoys = pd.DataFrame({"frame": np.repeat(frames, 5), "y": rng.uniform(0, 200, 150),
                            "x": rng.uniform(0, 200, 150), "snr": 2.6, "along_path": False})

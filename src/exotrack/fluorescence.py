@@ -17,14 +17,14 @@ from scipy.spatial import cKDTree
 from . import io, qc, tracking
 from .aggregate import TIMELAPSE_HEADLINE
 from .background import background_surface
-from .puncta import detect_puncta, path_evidence, path_puncta, snr_image, spot_sigma_px
+from .puncta import detect_puncta, path_evidence, path_puncta, position_sd_px, snr_image, spot_sigma_px
 from .segmentation import segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
 
 CELL_COLUMNS = ["cell_id", "frame", "y", "x", "area_um2", "nucleus_area_um2", "exosome_mean",
                 "exosome_integrated", "puncta_count", "exosome_positive", "z", "volume_um3",
                 "nucleus_volume_um3"]
-PUNCTA_COLUMNS = ["spot_id", "frame", "z", "y", "x", "intensity", "cell_id", "snr"]
+PUNCTA_COLUMNS = ["spot_id", "frame", "z", "y", "x", "intensity", "cell_id", "snr", "position_sd_px"]
 TRACK_COLUMNS = ["track_id", "frame", "y", "x", "spot_id", "cell_id", "z"]
 TRACK_SUMMARY_COLUMNS = ["track_id", "start_frame", "n_frames", "mean_speed_um_s", "diffusion_um2_s",
                          "msd_alpha", "msd_lag_min", "msd_lag_max", "frac_inside_cell", "location"]
@@ -225,7 +225,7 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
                                                   shifts[frame], spatial=spatial, options=options)
                 decoys.append(decoy.assign(frame=frame))
         else:
-            puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr")})
+            puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr", "position_sd_px")})
         puncta["cell_id"] = cell_at(cells, puncta) if "nuclei" in roles else np.nan
         puncta.insert(0, "frame", frame)
         nuclei_stack.append(nuclei if is_3d else nuclei[None])
@@ -414,20 +414,20 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
     # dim detections form tracks of their own, kept where they persist (noise does not).
     confident = _confident(puncta, options)
     track_id = np.zeros(len(puncta), int)
-    track_id[confident], _ = tracking.link(puncta[confident], columns=columns)
+    track_id[confident], parameters = tracking.link(puncta[confident], columns=columns)
     if decoys is not None:
         sigma = spot_sigma_px(spatial, spot_diameter_um=options["spot_diameter_um"], axial_ratio=options["spot_axial_ratio"])
         residue = _residue(puncta, confident, columns, sigma)
         puncta, confident = puncta[~residue].reset_index(drop=True), confident[~residue]
         track_id = track_id[~residue]
-    dim_id, length, score, parameters = _dim_track_scores(puncta[~confident], columns)
+    dim_id, length, score, dim_parameters = _dim_track_scores(puncta[~confident], columns)
     real = length >= options["min_track_length"]
     if decoys is not None:
         decoy_confident = _confident(decoys, options)
         decoys = decoys[~decoy_confident & ~_residue(decoys, decoy_confident, columns, sigma)]
         # The same search as the movie's: a radius estimated from the decoys themselves would
         # differ, and with it how many chance links noise makes.
-        _, decoy_length, decoy_score, _ = _dim_track_scores(decoys, columns, parameters)
+        _, decoy_length, decoy_score, _ = _dim_track_scores(decoys, columns, dim_parameters)
         decoy_score = decoy_score[decoy_length >= options["min_track_length"]]
         real &= score >= dim_track_threshold(score[real], decoy_score, fdr=DIM_TRACK_FDR)
     track_id[~confident] = dim_id + track_id.max(initial=0)
@@ -468,10 +468,15 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
                            "z": puncta["z"].to_numpy(), "y": puncta["y"].to_numpy(),
                            "x": puncta["x"].to_numpy(),
                            "cell_id": puncta["cell_id"].to_numpy(), "where": state})
+    measured = tracks[columns].to_numpy(float)
+    tracks[columns] = _smooth_tracks(puncta, track_id, columns, options=options, spatial=spatial,
+                                     step_sigma=parameters.step_sigma)
     rows = []
     for tid, block in tracks.groupby("track_id", sort=True):
         frames = block["frame"].to_numpy()
-        positions = block[columns].to_numpy(float) * scale
+        # The MSD fit's intercept absorbs the localisation error of measured positions; the
+        # smoothing that removes much of it would bend the short lags instead.
+        positions = measured[block.index.to_numpy()] * scale
         summary = {"track_id": tid, "start_frame": int(frames.min()), "n_frames": len(frames),
                    **tracking.motion_summary(frames, positions, frame_interval_s=frame_interval_s)}
         if with_cells:
@@ -483,6 +488,24 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
         rows.append(summary)
     summary = pd.DataFrame(rows, columns=TRACK_SUMMARY_COLUMNS)
     return puncta, tracks.drop(columns="where"), summary
+
+
+def _smooth_tracks(puncta, track_id, columns, *, options, spatial, step_sigma):
+    """Each track's positions, smoothed by :func:`tracking.smooth_tracks` with each punctum's own
+    localisation error. A track moves by steps of the confident tracks' ``step_sigma`` or by its
+    own, whichever is larger: a transported or fast punctum is not held back."""
+    spot = {"pixel_size_um": spatial, "spot_diameter_um": options["spot_diameter_um"],
+            "axial_ratio": options["spot_axial_ratio"]}
+    per_axis = position_sd_px(1.0, **spot)
+    sd = puncta["position_sd_px"].to_numpy(float)[:, None] * per_axis / per_axis[-1]
+    # Unknown error (a path detection in a flat frame): the measured position stands.
+    variances = np.nan_to_num(sd ** 2, nan=0.0)
+    frames, positions = puncta["frame"].to_numpy(), puncta[columns].to_numpy(float)
+    table = pd.DataFrame(positions, columns=columns).assign(frame=frames, track=track_id)
+    steps = table.sort_values(["track", "frame"]).groupby("track")[columns + ["frame"]].diff()
+    own = (steps[columns] ** 2).div(steps["frame"], axis=0).groupby(table["track"]).mean()
+    step_variance = np.maximum(own.sort_index().fillna(0.0).to_numpy(), max(step_sigma, 1e-3) ** 2)
+    return tracking.smooth_tracks(track_id, frames, positions, variances, step_variance=step_variance)
 
 
 def _fill_gaps(puncta, track_id, candidates, columns, sigma, *, spot_widths: float = 1.0):

@@ -25,7 +25,7 @@ from scipy.spatial import cKDTree
 
 from .background import checkerboard
 
-PUNCTA_COLUMNS = ["z", "y", "x", "intensity", "snr"]
+PUNCTA_COLUMNS = ["z", "y", "x", "intensity", "snr", "position_sd_px"]
 
 # The wide Gaussian of the band-pass is this many times the spot's.
 _SURROUND = 2.0
@@ -64,14 +64,60 @@ def _tile_noise(image: np.ndarray, tile: tuple[int, ...]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _filter_gain(sigma: tuple[float, ...]) -> float:
-    """How much the band-pass scales white noise: the L2 norm of its kernel."""
+def _kernel(sigma: tuple[float, ...]) -> np.ndarray:
+    """The band-pass filter's kernel."""
     sigma = np.array(sigma)
     half = np.ceil(3 * _SURROUND * sigma).astype(int)
     delta = np.zeros(tuple(2 * h + 1 for h in half), np.float64)
     delta[tuple(half)] = 1
-    kernel = ndi.gaussian_filter(delta, sigma, truncate=3.0) - ndi.gaussian_filter(delta, sigma * _SURROUND, truncate=3.0)
-    return float(np.sqrt((kernel ** 2).sum()))
+    return ndi.gaussian_filter(delta, sigma, truncate=3.0) - ndi.gaussian_filter(delta, sigma * _SURROUND, truncate=3.0)
+
+
+def _filter_gain(sigma: tuple[float, ...]) -> float:
+    """How much the band-pass scales white noise: the L2 norm of its kernel."""
+    return float(np.sqrt((_kernel(sigma) ** 2).sum()))
+
+
+def position_sd_px(snr, *, pixel_size_um, spot_diameter_um: float = 0.5, axial_ratio: float = 3.0) -> np.ndarray:
+    """Standard deviation (pixels) of the position of a punctum of band-pass significance ``snr``
+    (as :func:`detect_puncta` reports it), per axis along a new last axis.
+
+    Only background noise counts, so this is the error's lower bound: a bright spot's own
+    photon noise adds to it.
+    """
+    sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
+    return _position_sd(tuple(sigma), snr)
+
+
+def _position_sd(sigma: tuple[float, ...], snr) -> np.ndarray:
+    """:func:`position_sd_px` for spot ``sigma``.
+
+    :func:`_refine` puts a spot at 0.5 (a - c) / (a - 2b + c) from its peak pixel b, with a and c
+    the neighbours along the axis. Noise moves it by half the noise in a - c over the spot's
+    curvature a - 2b + c, and noise in that curvature scales the error by 1 + 3 (its relative
+    spread)^2 in variance, to second order. Both spreads follow from the filter's kernel.
+    """
+    slope, curvature = _position_noise(sigma)
+    snr = np.maximum(np.asarray(snr, float), 1e-12)[..., None]
+    return slope / snr * np.sqrt(1 + 3 * (curvature / snr) ** 2)
+
+
+@functools.lru_cache(maxsize=16)
+def _position_noise(sigma: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per axis, the spreads of the noise in (a - c) / 2 and in a - 2b + c (see
+    :func:`_position_sd`), each relative to the band-pass noise and to a unit spot's curvature."""
+    kernel = _kernel(sigma)
+    norm = np.sqrt((kernel ** 2).sum())
+    model = _SpotModel(np.array(sigma))
+    slope, curvature = [], []
+    for axis in range(kernel.ndim):
+        after, before = np.roll(kernel, -1, axis), np.roll(kernel, 1, axis)
+        unit = np.zeros((1, kernel.ndim))
+        unit[0, axis] = 1
+        spot = abs(float(model(unit)[0] * 2 - 2))
+        slope.append(np.sqrt(((0.5 * (after - before)) ** 2).sum()) / norm / spot)
+        curvature.append(np.sqrt(((after - 2 * kernel + before) ** 2).sum()) / norm / spot)
+    return np.array(slope), np.array(curvature)
 
 
 class _SpotModel:
@@ -155,7 +201,9 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
     DataFrame
         ``z, y, x`` sub-pixel position in pixels (``z`` is 0 for 2-D), ``intensity`` the
         background-corrected integrated intensity of the spot (image units times pixels, from the
-        deblended amplitude), and ``snr`` the amplitude over the local noise.
+        deblended amplitude), ``snr`` the amplitude over the local noise, and ``position_sd_px``
+        the standard deviation of ``y`` and of ``x`` that this noise gives (see
+        :func:`position_sd_px`).
     """
     image = np.asarray(image, dtype=np.float32)
     ndim = image.ndim
@@ -195,12 +243,14 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
     local_noise = noise[tuple(p // t for p, t in zip(peaks.T, tile))]
     keep = amplitudes > snr_threshold * local_noise
     positions, amplitudes, local_noise = positions[keep], amplitudes[keep], local_noise[keep]
+    snr = amplitudes / local_noise
     return pd.DataFrame({
         "z": positions[:, 0] if ndim == 3 else np.zeros(len(positions)),
         "y": positions[:, -2],
         "x": positions[:, -1],
         "intensity": amplitudes / model.peak,
-        "snr": amplitudes / local_noise,
+        "snr": snr,
+        "position_sd_px": _position_sd(tuple(sigma), snr)[:, -1],
     })
 
 
@@ -287,7 +337,8 @@ def path_puncta(evidence: np.ndarray, *, pixel_size_um, spot_diameter_um: float 
                 threshold: float, image: np.ndarray | None = None) -> pd.DataFrame:
     """Puncta of one frame where its :func:`path_evidence` has a local maximum above
     ``threshold``: position from the evidence (centroid of the 3 x 3 neighbourhood), ``snr`` the
-    path evidence, ``intensity`` from the band-pass of the frame's ``image`` (NaN without it)."""
+    path evidence, ``intensity`` from the band-pass of the frame's ``image`` and
+    ``position_sd_px`` from its significance there (both NaN without ``image``)."""
     sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
     radius = np.maximum(np.round(2 * sigma).astype(int), 1)
     # Most pixels above a low threshold are on a peak's slope: only 3 x 3 maxima can be peaks.
@@ -304,16 +355,23 @@ def path_puncta(evidence: np.ndarray, *, pixel_size_um, spot_diameter_um: float 
     around = np.clip(peaks[:, None] + offsets[None], 0, np.array(evidence.shape) - 1)
     weight = np.maximum(evidence[tuple(np.moveaxis(around, -1, 0))], 0)
     positions = (weight[..., None] * around).sum(1) / weight.sum(1)[:, None]
-    intensity = np.full(len(peaks), np.nan)
+    intensity = sd = np.full(len(peaks), np.nan)
     if image is not None:
-        response = _band_pass(np.asarray(image, dtype=np.float32), sigma)
-        intensity = np.maximum(response[tuple(peaks.T)], 0) / _SpotModel(sigma).peak
+        image = np.asarray(image, dtype=np.float32)
+        response = _band_pass(image, sigma)[tuple(peaks.T)]
+        intensity = np.maximum(response, 0) / _SpotModel(sigma).peak
+        tile = _noise_tile(image.shape, sigma)
+        noise = _noise_map(image, tile, _filter_gain(tuple(sigma)))
+        if noise is not None:
+            local_noise = noise[tuple(p // t for p, t in zip(peaks.T, tile))]
+            sd = _position_sd(tuple(sigma), response / local_noise)[:, -1]
     return pd.DataFrame({
         "z": positions[:, 0] if evidence.ndim == 3 else np.zeros(len(positions)),
         "y": positions[:, -2],
         "x": positions[:, -1],
         "intensity": intensity,
         "snr": evidence[tuple(peaks.T)],
+        "position_sd_px": sd,
     })
 
 
