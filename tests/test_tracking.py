@@ -275,3 +275,32 @@ def test_search_radius_follows_diffusion_or_transport(speed_px):
         assert speed_px < radius < 2 * speed_px
     else:
         assert radius == pytest.approx(np.sqrt(-2 * np.log(0.001)) * 1.2, rel=0.1)
+
+
+def test_transported_track_does_not_take_a_punctum_appearing_beside_it():
+    # Puncta transported at 6 px per frame vanish; in the next frame another punctum appears
+    # 4 px to the side of where each vanished, within the search radius that fast transport
+    # needs, but nowhere near where the vanished one was heading.
+    rng = np.random.default_rng(5)
+    n, frames = 80, 24
+    rows = []
+    for k in range(n):
+        start = rng.uniform(0, 1024, 2)
+        angle = rng.uniform(0, 2 * np.pi)
+        ahead, side = np.array([np.cos(angle), np.sin(angle)]), np.array([-np.sin(angle), np.cos(angle)])
+        end = int(rng.integers(6, 16))
+        last = None
+        for f in range(end + 1):
+            last = start + 6 * f * ahead + rng.normal(0, 0.3, 2)
+            rows.append({"frame": f, "y": last[0], "x": last[1], "true": k, "role": "vanishing"})
+        turn = rng.uniform(0, 2 * np.pi)
+        heading = np.array([np.cos(turn), np.sin(turn)])
+        for f in range(end + 1, frames):
+            here = last + 4 * side + 6 * (f - end - 1) * heading + rng.normal(0, 0.3, 2)
+            rows.append({"frame": f, "y": here[0], "x": here[1], "true": n + k, "role": "appearing"})
+    table = pd.DataFrame(rows)
+    ids, params = link(table)
+    assert params.max_distance > 4  # the newcomers are within reach
+    joined = sum(len(set(ids[table["true"].isin([k, n + k])])) == 1 for k in range(n))
+    assert joined == 0
+    assert all(len(set(ids[table["true"] == k])) == 1 for k in range(2 * n))

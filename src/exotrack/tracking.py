@@ -5,7 +5,8 @@ Linking follows Jaqaman et al. (2008), as u-track and TrackMate do: a global lin
 new one, then a second LAP that closes gaps between track segments over missed detections
 (blinking, defocus). Costs are squared displacements under two motion models, Brownian and
 directed (a track's last velocity predicts its next position); each candidate link takes the
-cheaper. The assignments are solved on sparse matrices, so a frame with thousands of puncta costs
+cheaper, except for a track whose velocity carries it beyond the reach of random steps: that one
+is transported, and sought only around its predicted position. The assignments are solved on sparse matrices, so a frame with thousands of puncta costs
 milliseconds and there are no "subnetworks" to blow up.
 
 The search radius and the longest gap default from the data: the radius from the displacements
@@ -37,6 +38,9 @@ _MAX_GAP = 5
 # transport keeps its direction; a Brownian track's mean drift then stays near zero (a third of a
 # step's scatter, against over half with an even split between the last step and the past).
 _VELOCITY_MEMORY = 0.8
+# A velocity from this many steps may mark a track as transported: one step alone is as likely a
+# wrong link or a noise detection.
+_SETTLED_STEPS = 2
 
 
 @dataclass
@@ -105,6 +109,18 @@ def _candidates(a, b, radius, velocity=None):
         keep = order[first]
         rows, cols, cost = rows[keep], cols[keep], cost[keep]
     return rows, cols, cost
+
+
+def _transported(rows, cols, cost, a, b, velocity, reach):
+    """Candidate links (from :func:`_candidates`) where a row's ``velocity`` exceeds ``reach``,
+    the reach of random steps, kept only within ``reach`` of its predicted position and costed
+    by the distance from it. Such a track is transported: where random steps alone would take
+    it, another punctum is likelier than this one, and for fast transport the search radius is
+    wide enough to hold puncta that appear or vanish beside it."""
+    moving = (np.linalg.norm(np.nan_to_num(velocity), axis=1) > reach)[rows]
+    miss = ((b[cols] - a[rows] - np.nan_to_num(velocity)[rows]) ** 2).sum(1)
+    keep = ~moving | (miss <= reach ** 2)
+    return rows[keep], cols[keep], np.where(moving, miss, cost)[keep]
 
 
 def space_time_points(positions, frames, *, reach: float) -> np.ndarray:
@@ -236,6 +252,10 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
     successor = np.full(n, -1)
     predecessor = np.full(n, -1)
     velocity = np.full(positions.shape, np.nan)
+    n_steps = np.zeros(n, int)
+    # Random steps stay within this reach; a track whose velocity carries it further is
+    # transported (see _transported).
+    transport_reach = float(np.sqrt(_chi2_quantile(0.999, positions.shape[1])) * params.step_sigma)
     # Each frame's tree serves as target, then as source.
     trees = [cKDTree(positions[i]) if len(i) else None for i in by_frame]
     for t, (a, b) in enumerate(zip(by_frame[:-1], by_frame[1:])):
@@ -243,6 +263,8 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
             continue
         v = velocity[a] if predicts is None else np.where(predicts[a][:, None], velocity[a], np.nan)
         rows, cols, cost = _candidates(trees[t], trees[t + 1], radius, v)
+        settled = np.where((n_steps[a] >= _SETTLED_STEPS)[:, None], v, np.nan)
+        rows, cols, cost = _transported(rows, cols, cost, positions[a], positions[b], settled, transport_reach)
         pairs = _lap(rows, cols, cost, len(a), len(b), no_link)
         src, dst = a[pairs[:, 0]], b[pairs[:, 1]]
         successor[src], predecessor[dst] = dst, src
@@ -252,6 +274,7 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
         previous = velocity[src]
         velocity[dst] = np.where(np.isfinite(previous),
                                  _VELOCITY_MEMORY * previous + (1 - _VELOCITY_MEMORY) * step, step)
+        n_steps[dst] = n_steps[src] + 1
 
     # Segments: chains of successors.
     starts = np.flatnonzero(predecessor < 0)
