@@ -6,8 +6,9 @@ new one, then a second LAP that closes gaps between track segments over missed d
 (blinking, defocus). Costs are squared displacements under two motion models, Brownian and
 directed (a track's last velocity predicts its next position); each candidate link takes the
 cheaper, except for a track whose velocity carries it beyond the reach of random steps: that one
-is transported, and sought only around its predicted position. The assignments are solved on sparse matrices, so a frame with thousands of puncta costs
-milliseconds and there are no "subnetworks" to blow up.
+is transported, and sought only around its predicted position. The assignments are solved on
+sparse matrices, so a frame with thousands of puncta costs milliseconds and there are no
+"subnetworks" to blow up.
 
 The search radius and the longest gap default from the data: the radius from the displacements
 of unambiguous nearest-neighbour pairs between frames (a Brownian reach for their size, or their
