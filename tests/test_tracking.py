@@ -57,6 +57,29 @@ def test_directed_motion_keeps_identities_through_a_crossing():
     assert tracking_scores(table, table.assign(track_id=ids))["alpha"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("n", [30, 300])  # solved dense, and sparse
+def test_linking_assignment_is_optimal(n):
+    from scipy.optimize import linear_sum_assignment
+
+    from exotrack.tracking import _lap
+
+    rng = np.random.default_rng(n)
+    a, b = rng.uniform(0, 12 * np.sqrt(n), (2, n, 2))
+    found = cKDTree(a).sparse_distance_matrix(cKDTree(b), 6.0, output_type="ndarray")
+    rows, cols, cost = found["i"], found["j"], found["v"] ** 2
+    no_link = 12.0  # some candidates (up to 36) cost more than leaving both ends unlinked
+    pairs = _lap(rows, cols, cost, n, n, no_link)
+    assert len(np.unique(pairs[:, 0])) == len(np.unique(pairs[:, 1])) == len(pairs)
+    costs = dict(zip(zip(rows, cols), cost))
+    total = sum(costs[tuple(p)] for p in pairs) + len(pairs) * cost.min() + 2 * (n - len(pairs)) * no_link
+    # The augmented matrix of Jaqaman et al. (2008), solved whole and dense.
+    full = np.full((2 * n, 2 * n), 1e9)
+    full[rows, cols], full[n + cols, n + rows] = cost, cost.min()
+    full[np.arange(n), n + np.arange(n)] = full[n + np.arange(n), np.arange(n)] = no_link
+    assert total == pytest.approx(full[linear_sum_assignment(full)].sum())
+    assert 0 < len(pairs) < n
+
+
 def test_smoothing_weighs_each_point_by_its_error():
     rng = np.random.default_rng(4)
     n = 400

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from scipy.spatial import cKDTree
 from scipy.special import gammaincinv
@@ -35,6 +36,8 @@ from scipy.special import gammaincinv
 # the track is preferred (Jaqaman's 1.05).
 _NO_LINK_FACTOR = 1.05
 _MAX_GAP = 5
+# Largest augmented LAP (rows) solved as a dense matrix.
+_DENSE_LAP = 200
 # Weight of the past in a track's running-mean velocity: a memory of about five steps, over which
 # transport keeps its direction; a Brownian track's mean drift then stays near zero (a third of a
 # step's scatter, against over half with an even split between the last step and the past).
@@ -67,23 +70,42 @@ def _lap(rows, cols, costs, n_sources, n_targets, no_link):
     """
     if n_sources == 0 or n_targets == 0 or len(costs) == 0:
         return np.zeros((0, 2), int)
-    n, m = n_sources, n_targets
     lower = np.min(costs)
+    # A candidate that shares neither end with another is a problem of its own: linking costs
+    # its cost plus the lower-right block's, leaving both ends unlinked costs no_link twice. In
+    # all but crowded frames most candidates are such pairs.
+    alone = ((np.bincount(rows, minlength=n_sources)[rows] == 1)
+             & (np.bincount(cols, minlength=n_targets)[cols] == 1))
+    pairs = [np.column_stack([rows, cols])[alone & (costs + lower < 2 * no_link)]]
+    if not alone.all():
+        sources, r = np.unique(rows[~alone], return_inverse=True)
+        targets, c = np.unique(cols[~alone], return_inverse=True)
+        matched = _match(r, c, costs[~alone], len(sources), len(targets), no_link, lower)
+        pairs.append(np.column_stack([sources[matched[:, 0]], targets[matched[:, 1]]]))
+    return np.concatenate(pairs)
+
+
+def _match(rows, cols, costs, n, m, no_link, lower):
+    """:func:`_lap`'s augmented matrix, with ``lower`` in its lower-right block, solved."""
     r = np.concatenate([rows, np.arange(n), n + np.arange(m), n + cols])
     c = np.concatenate([cols, m + np.arange(n), np.arange(m), m + rows])
-    # A constant added to every entry leaves the optimum unchanged and keeps zero costs from
-    # being read as missing edges.
-    w = np.concatenate([costs, np.full(n, no_link), np.full(m, no_link), np.full(len(rows), lower)]) + 1.0
-    # Built as CSR directly: every (row, column) occurs once, and the COO route costs more than
-    # the matching itself on a frame of a hundred puncta.
-    order = np.argsort(r, kind="stable")
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n + m))]).astype(np.int32)
-    matrix = sparse.csr_matrix((w[order], c[order].astype(np.int32), indptr), shape=(n + m, m + n))
-    match = min_weight_full_bipartite_matching(matrix)[1]
-    sources = np.arange(n)
-    targets = match[:n]
+    w = np.concatenate([costs, np.full(n, no_link), np.full(m, no_link), np.full(len(rows), lower)])
+    if n + m <= _DENSE_LAP:
+        # Small problems (a frame's few contested puncta) are solved dense: the sparse
+        # solver's fixed cost per call is larger than the whole dense solution.
+        matrix = np.full((n + m, m + n), np.inf)
+        matrix[r, c] = w
+        targets = linear_sum_assignment(matrix)[1][:n]
+    else:
+        # A constant added to every entry leaves the optimum unchanged and keeps zero costs from
+        # being read as missing edges. Built as CSR directly: every (row, column) occurs once,
+        # and the COO route costs more than the matching itself.
+        order = np.argsort(r, kind="stable")
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n + m))]).astype(np.int32)
+        matrix = sparse.csr_matrix((w[order] + 1.0, c[order].astype(np.int32), indptr), shape=(n + m, m + n))
+        targets = min_weight_full_bipartite_matching(matrix)[1][:n]
     linked = targets < m
-    return np.column_stack([sources[linked], targets[linked]])
+    return np.column_stack([np.flatnonzero(linked), targets[linked]])
 
 
 def _candidates(a, b, radius, velocity=None):
@@ -118,7 +140,10 @@ def _transported(rows, cols, cost, a, b, velocity, reach):
     by the distance from it. Such a track is transported: where random steps alone would take
     it, another punctum is likelier than this one, and for fast transport the search radius is
     wide enough to hold puncta that appear or vanish beside it."""
-    moving = (np.linalg.norm(np.nan_to_num(velocity), axis=1) > reach)[rows]
+    moving = np.linalg.norm(np.nan_to_num(velocity), axis=1) > reach
+    if not moving.any():
+        return rows, cols, cost
+    moving = moving[rows]
     miss = ((b[cols] - a[rows] - np.nan_to_num(velocity)[rows]) ** 2).sum(1)
     keep = ~moving | (miss <= reach ** 2)
     return rows[keep], cols[keep], np.where(moving, miss, cost)[keep]
