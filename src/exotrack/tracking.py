@@ -76,13 +76,22 @@ def _lap(rows, cols, costs, n_sources, n_targets, no_link):
     # all but crowded frames most candidates are such pairs.
     alone = ((np.bincount(rows, minlength=n_sources)[rows] == 1)
              & (np.bincount(cols, minlength=n_targets)[cols] == 1))
-    pairs = [np.column_stack([rows, cols])[alone & (costs + lower < 2 * no_link)]]
+    direct = alone & (costs + lower < 2 * no_link)
+    pairs = [np.column_stack([rows[direct], cols[direct]])]
     if not alone.all():
-        sources, r = np.unique(rows[~alone], return_inverse=True)
-        targets, c = np.unique(cols[~alone], return_inverse=True)
+        rows, cols = rows[~alone], cols[~alone]
+        sources, r = _compact(rows, n_sources)
+        targets, c = _compact(cols, n_targets)
         matched = _match(r, c, costs[~alone], len(sources), len(targets), no_link, lower)
         pairs.append(np.column_stack([sources[matched[:, 0]], targets[matched[:, 1]]]))
     return np.concatenate(pairs)
+
+
+def _compact(index, n):
+    """The distinct values of ``index`` (all below ``n``), and ``index`` renumbered into them."""
+    used = np.zeros(n, bool)
+    used[index] = True
+    return np.flatnonzero(used), (np.cumsum(used) - 1)[index]
 
 
 def _match(rows, cols, costs, n, m, no_link, lower):
@@ -122,15 +131,17 @@ def _candidates(a, b, radius, velocity=None):
     for index, origin in origins:
         found = origin.sparse_distance_matrix(tree_b, radius, output_type="ndarray")
         pairs.append((index[found["i"]], found["j"], found["v"] ** 2))
-    rows, cols, cost = (np.concatenate(p) for p in zip(*pairs))
-    if len(origins) > 1:
-        # Keep the cheaper model per pair.
-        key = rows.astype(np.int64) * (tree_b.n + 1) + cols
-        order = np.lexsort((cost, key))
-        first = np.ones(len(order), bool)
-        first[1:] = key[order][1:] != key[order][:-1]
-        keep = order[first]
-        rows, cols, cost = rows[keep], cols[keep], cost[keep]
+    rows, cols, cost = pairs[0]
+    if len(pairs) > 1:
+        # Each pair at the cheaper model's cost: the directed cost of pairs near in space, and
+        # the pairs only the directed model reaches (a margin keeps a pair at the radius itself,
+        # which rounding may put on either side, from being counted twice).
+        predicted = tree_a.data + np.nan_to_num(velocity)
+        cost = np.minimum(cost, ((tree_b.data[cols] - predicted[rows]) ** 2).sum(1))
+        extra_rows, extra_cols, extra_cost = pairs[1]
+        beyond = ((tree_b.data[extra_cols] - tree_a.data[extra_rows]) ** 2).sum(1) > radius ** 2 * (1 + 1e-9)
+        rows, cols = np.concatenate([rows, extra_rows[beyond]]), np.concatenate([cols, extra_cols[beyond]])
+        cost = np.concatenate([cost, extra_cost[beyond]])
     return rows, cols, cost
 
 
@@ -172,14 +183,14 @@ def _gap_candidates(end_frames, end_positions, start_frames, start_positions, ra
 
 
 def _clear_pairs(a, b, spacing):
-    """Indices into ``a`` and ``b`` of unambiguous nearest-neighbour pairs, and their distances:
-    mutual, twice as close as the runner-up, and well inside the typical ``spacing`` (sparse, noisy
-    detections also pair up by chance, at distances of the order of the spacing)."""
-    if len(a) < 3 or len(b) < 3:
+    """Indices into ``a`` and ``b`` (k-d trees) of unambiguous nearest-neighbour pairs, and their
+    distances: mutual, twice as close as the runner-up, and well inside the typical ``spacing``
+    (sparse, noisy detections also pair up by chance, at distances of the order of the spacing)."""
+    if a.n < 3 or b.n < 3:
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
-    d, j = cKDTree(b).query(a, k=2)
-    back = cKDTree(a).query(b)[1]
-    clear = (back[j[:, 0]] == np.arange(len(a))) & (d[:, 0] < 0.5 * d[:, 1]) & (d[:, 0] < spacing / 3)
+    d, j = b.query(a.data, k=2)
+    back = a.query(b.data)[1]
+    clear = (back[j[:, 0]] == np.arange(a.n)) & (d[:, 0] < 0.5 * d[:, 1]) & (d[:, 0] < spacing / 3)
     return np.flatnonzero(clear), j[clear, 0], d[clear, 0]
 
 
@@ -190,17 +201,18 @@ def estimate_parameters(points: list[np.ndarray], *, max_gap: int | None = None)
     # Ten runs of three evenly spread frames tell the spacing and the step size as well as all
     # would.
     sample = np.unique(np.linspace(0, max(len(points) - 3, 0), 10).astype(int))
-    nn = [cKDTree(points[i]).query(points[i], k=2)[0][:, 1] for i in sample if len(points[i]) > 2]
+    trees = {i: cKDTree(points[i]) for i in np.unique(sample[:, None] + np.arange(3)) if i < len(points)}
+    nn = [trees[i].query(points[i], k=2)[0][:, 1] for i in sample if len(points[i]) > 2]
     spacing = float(np.median(np.concatenate(nn))) if nn else 10.0
     steps, turns = [np.zeros(0)], [np.zeros(0)]
     for i in sample:
         if i + 1 >= len(points):
             continue
-        first = _clear_pairs(points[i], points[i + 1], spacing)
+        first = _clear_pairs(trees[i], trees[i + 1], spacing)
         steps.append(first[2])
         if i + 2 >= len(points):
             continue
-        second = _clear_pairs(points[i + 1], points[i + 2], spacing)
+        second = _clear_pairs(trees[i + 1], trees[i + 2], spacing)
         steps.append(second[2])
         # Chained steps through a middle point: their difference cancels a steady velocity.
         middle, at_first, at_second = np.intersect1d(first[1], second[0], return_indices=True)
