@@ -327,3 +327,36 @@ def test_transported_track_does_not_take_a_punctum_appearing_beside_it():
     joined = sum(len(set(ids[table["true"].isin([k, n + k])])) == 1 for k in range(n))
     assert joined == 0
     assert all(len(set(ids[table["true"] == k])) == 1 for k in range(2 * n))
+
+
+def test_three_dimensional_movie_is_tracked_in_z_too():
+    from exotrack.demo import _camera, _gaussian_spots, isbi_peak_photons
+    from exotrack.puncta import spot_sigma_px
+
+    rng = np.random.default_rng(11)
+    size, shape, n_frames = (0.4, 0.1625, 0.1625), (12, 80, 80), 20
+    sigma = spot_sigma_px(size, spot_diameter_um=0.5)
+    # Pairs of puncta stacked in z (2 µm apart, above and below one another in y and x), random
+    # walks of 0.25 px in z and 0.5 px in y and x per frame, away from the stack's first and last
+    # slices.
+    grid = np.stack(np.meshgrid([15, 40, 65], [15, 40, 65], indexing="ij"), -1).reshape(-1, 2)[:8]
+    start = np.concatenate([np.column_stack([np.full(8, z), grid]) for z in (3.0, 8.0)])
+    paths = start + np.cumsum(rng.normal(0, [0.25, 0.5, 0.5], (n_frames, len(start), 3)), 0)
+    paths[..., 0] = np.clip(paths[..., 0], 2.5, 8.5)
+    photons = isbi_peak_photons(7, 10.0) * (2 * np.pi) ** 1.5 * np.prod(sigma)
+    stack = np.stack([_camera(rng, _gaussian_spots(shape, p, np.full(len(p), photons), sigma) + 10.0)
+                      for p in paths])
+    image = io.Image(data=stack[:, None], channel_names=["CD63-RFP"], pixel_size_um=size)
+    result = analyse_image(image, roles={"exosomes": 0}, pixel_size_um=size, options={}, frame_interval_s=1.0)
+    truth = pd.DataFrame({"track_id": np.tile(np.arange(len(start)), n_frames),
+                          "frame": np.repeat(np.arange(n_frames), len(start)),
+                          **dict(zip(("z", "y", "x"), paths.reshape(-1, 3).T))})
+    tracks = result.tracks
+    assert tracks.columns[:7].tolist() == ["track_id", "frame", "y", "x", "spot_id", "cell_id", "z"]
+    columns = ("z", "y", "x")
+    scores = tracking_scores(truth, tracks, gate=3.0, columns=columns)
+    assert scores["alpha"] >= 0.92 and scores["beta"] >= 0.85, scores
+    # Depth decides which of two stacked puncta is which: linked in y and x alone, they swap.
+    puncta = result.puncta_table
+    flat = puncta.assign(track_id=link(puncta, columns=("y", "x"))[0])
+    assert tracking_scores(truth, flat, gate=3.0, columns=columns)["alpha"] < scores["alpha"] - 0.1
