@@ -93,6 +93,24 @@ def test_3d_spots():
     assert match_points(found[["z", "y", "x"]].to_numpy(), points, radius=3)[3] == 1.0
 
 
+def test_3d_spots_by_the_first_and_last_slices_are_found_and_noise_there_is_not():
+    rng = np.random.default_rng(6)
+    shape, size = (12, 96, 96), (0.4, *PIXEL)
+    sigma = spot_sigma_px(size, spot_diameter_um=0.5)
+    grid = np.stack(np.meshgrid(np.arange(12, 90, 16), np.arange(12, 90, 16), indexing="ij"), -1).reshape(-1, 2)
+    depth = np.resize([0.0, 0.5, 1.0, 10.0, 10.5, 11.0], len(grid))  # within a slice of either end
+    points = np.column_stack([depth, grid])
+    image = _camera(rng, _gaussian_spots(shape, points, np.full(len(points), 1500.0), sigma) + 10.0)
+    found = detect_puncta(image, pixel_size_um=size)
+    pairs, _, _, f1 = match_points(found[["z", "y", "x"]].to_numpy(), points, radius=2)
+    assert f1 == 1.0
+    # The filter's reflection at the ends puts each such spot on the end slice.
+    assert np.abs(found["z"].to_numpy()[pairs[:, 0]] - depth[pairs[:, 1]]).max() <= 1.0
+    # The end slices' noise, raised by that reflection, is thresholded as such.
+    noise = [detect_puncta(_camera(rng, np.full((12, 256, 256), 10.0)), pixel_size_um=size) for _ in range(5)]
+    assert sum(map(len, noise)) <= 2
+
+
 def test_flat_padding_is_not_detected():
     rng = np.random.default_rng(6)
     image = _camera(rng, np.full((256, 256), 300.0))

@@ -78,6 +78,25 @@ def _filter_gain(sigma: tuple[float, ...]) -> float:
     return float(np.sqrt((_kernel(sigma) ** 2).sum()))
 
 
+@functools.lru_cache(maxsize=16)
+def _axial_gain(sigma: tuple[float, float, float], depth: int) -> np.ndarray:
+    """Per slice of a stack ``depth`` slices deep, the band-pass's white-noise gain over
+    :func:`_filter_gain`: the filter extends the first and last slices beyond the stack, which
+    weighs their noise more than once."""
+    # The band-pass is a difference of two separable Gaussians. Per output slice, each one's
+    # weights on the input slices are a row of its depth filter applied to the identity, and
+    # in-plane its weights are a kernel; the gain is the norm of the weights' difference.
+    narrow, wide = (ndi.gaussian_filter1d(np.eye(depth), sigma[0] * f, axis=0, mode="nearest", truncate=3.0)
+                    for f in (1, _SURROUND))
+    half = np.ceil(3 * _SURROUND * np.array(sigma[1:])).astype(int)
+    delta = np.zeros(tuple(2 * half + 1))
+    delta[tuple(half)] = 1
+    inner, outer = (ndi.gaussian_filter(delta, np.array(sigma[1:]) * f, truncate=3.0) for f in (1, _SURROUND))
+    variance = ((narrow ** 2).sum(1) * (inner ** 2).sum() - 2 * (narrow * wide).sum(1) * (inner * outer).sum()
+                + (wide ** 2).sum(1) * (outer ** 2).sum())
+    return np.sqrt(variance) / _filter_gain(sigma)
+
+
 def position_sd_px(snr, *, pixel_size_um, spot_diameter_um: float = 0.5, axial_ratio: float = 3.0) -> np.ndarray:
     """Standard deviation (pixels) of the position of a punctum of band-pass significance ``snr``
     (as :func:`detect_puncta` reports it), per axis along a new last axis.
@@ -212,7 +231,6 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
     sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
     response = _band_pass(image, sigma)
     model = _SpotModel(sigma)
-    tile = _noise_tile(image.shape, sigma)
     # New detections within two spot sigmas of a known spot (per axis, so the elongated axial
     # PSF counts alike) are the residue of that spot, not a new one.
     min_separation = 2.0
@@ -220,7 +238,7 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
     positions = np.zeros((0, ndim))
     peaks = np.zeros((0, ndim), int)
     amplitudes = np.zeros(0)
-    noise = _noise_map(image, tile, _filter_gain(tuple(sigma)))
+    noise, tile = _noise_map(image, sigma)
     if noise is None:
         return _empty()
     residual = response
@@ -262,8 +280,7 @@ def snr_image(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float = 0.5
     if min(image.shape[-2:]) < 2:
         return np.zeros(image.shape, np.float32)
     sigma = spot_sigma_px(pixel_size_um, spot_diameter_um=spot_diameter_um, axial_ratio=axial_ratio)
-    tile = _noise_tile(image.shape, sigma)
-    noise = _noise_map(image, tile, _filter_gain(tuple(sigma)))
+    noise, tile = _noise_map(image, sigma)
     if noise is None:
         return np.zeros(image.shape, np.float32)
     for axis, t in enumerate(tile):
@@ -360,8 +377,7 @@ def path_puncta(evidence: np.ndarray, *, pixel_size_um, spot_diameter_um: float 
         image = np.asarray(image, dtype=np.float32)
         response = _band_pass(image, sigma)[tuple(peaks.T)]
         intensity = np.maximum(response, 0) / _SpotModel(sigma).peak
-        tile = _noise_tile(image.shape, sigma)
-        noise = _noise_map(image, tile, _filter_gain(tuple(sigma)))
+        noise, tile = _noise_map(image, sigma)
         if noise is not None:
             local_noise = noise[tuple(p // t for p, t in zip(peaks.T, tile))]
             sd = _position_sd(tuple(sigma), response / local_noise)[:, -1]
@@ -376,8 +392,12 @@ def path_puncta(evidence: np.ndarray, *, pixel_size_um, spot_diameter_um: float 
 
 
 def _band_pass(image, sigma):
-    response = ndi.gaussian_filter(image, sigma, truncate=3.0)
-    response -= ndi.gaussian_filter(image, sigma * _SURROUND, truncate=3.0)
+    # A stack's first and last slices are extended beyond it rather than reflected: reflected,
+    # a spot within a slice of either end would merge with its mirror image into one broader
+    # response, whose residue after deblending reads as a second spot.
+    mode = ("nearest", "reflect", "reflect") if image.ndim == 3 else "reflect"
+    response = ndi.gaussian_filter(image, sigma, truncate=3.0, mode=mode)
+    response -= ndi.gaussian_filter(image, sigma * _SURROUND, truncate=3.0, mode=mode)
     return response
 
 
@@ -389,14 +409,22 @@ def _empty() -> pd.DataFrame:
     return pd.DataFrame({c: np.zeros(0) for c in PUNCTA_COLUMNS})
 
 
-def _noise_map(image, tile, gain):
-    """Noise of the band-pass image per tile."""
-    noise = _tile_noise(image, tile) * gain
+def _noise_map(image, sigma):
+    """Noise of the band-pass image per tile, and the tile (None for the noise of a flat image).
+    A stack's tiles are one slice deep, each slice with its own filter gain (see
+    :func:`_axial_gain`)."""
+    tile = _noise_tile(image.shape, sigma)
+    noise = _tile_noise(image, tile) * _filter_gain(tuple(sigma))
     positive = noise[noise > 0]
     if positive.size == 0:
-        return None
+        return None, tile
     # Flat tiles (padding) have zero noise; a floor keeps their edges from flooding with maxima.
-    return np.maximum(noise, 0.25 * float(np.median(positive)))
+    noise = np.maximum(noise, 0.25 * float(np.median(positive)))
+    if image.ndim == 3:
+        depth = image.shape[0]
+        noise = np.repeat(noise, tile[0], axis=0)[:depth] * _axial_gain(tuple(sigma), depth)[:, None, None]
+        tile = (1, *tile[1:])
+    return noise, tile
 
 
 def _maxima_above(response, noise, tile, snr_threshold, sigma, exclude):
@@ -407,8 +435,10 @@ def _maxima_above(response, noise, tile, snr_threshold, sigma, exclude):
     keep = peak > snr_threshold * noise[tuple(c // t for c, t in zip(coords, tile))]
     if exclude is not None:
         keep &= ~exclude.ravel()[candidates]
-    # A maximum on the outermost pixel is a spot cut by the field's edge, or filter edge noise.
-    for axis, n in enumerate(response.shape):
+    # A maximum on the outermost pixel of a plane is a spot cut by the field's edge, or filter
+    # edge noise. A stack's first and last slices are kept: its depth is a few spot lengths, and
+    # a spot within a slice of either end has its maximum there.
+    for axis, n in enumerate(response.shape[-2:], start=response.ndim - 2):
         if n > 2:
             keep &= (coords[axis] > 0) & (coords[axis] < n - 1)
     coords, peak = coords[:, keep], peak[keep]
