@@ -188,7 +188,10 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     threshold = options["snr_threshold"]
     if movie and not adaptive:
         threshold = min(threshold, options["track_snr_threshold"])
-    decoys = [] if movie and adaptive and "exosomes" in roles else None
+    # Dim puncta are sought in 2-D movies only: in 3-D ones (tested at SNR 7) the decoys let
+    # noise tracks through (up to 150 noise detections against 320 true ones) and found no dim
+    # punctum the confident ones had missed.
+    decoys = [] if movie and adaptive and "exosomes" in roles and not is_3d else None
     if movie and frame_interval_s is None:
         raise io.InputError("the file does not state its frame interval; set "
                             "fluorescence.frame_interval_s in the config")
