@@ -104,9 +104,9 @@ def test_3d_spots_by_the_first_and_last_slices_are_found_and_noise_there_is_not(
     found = detect_puncta(image, pixel_size_um=size)
     pairs, _, _, f1 = match_points(found[["z", "y", "x"]].to_numpy(), points, radius=2)
     assert f1 == 1.0
-    # The filter's reflection at the ends puts each such spot on the end slice.
+    # The filter's extension of the end slices puts each such spot on the end slice.
     assert np.abs(found["z"].to_numpy()[pairs[:, 0]] - depth[pairs[:, 1]]).max() <= 1.0
-    # The end slices' noise, raised by that reflection, is thresholded as such.
+    # The end slices' noise, raised by that extension, is thresholded as such.
     noise = [detect_puncta(_camera(rng, np.full((12, 256, 256), 10.0)), pixel_size_um=size) for _ in range(5)]
     assert sum(map(len, noise)) <= 2
 
