@@ -87,3 +87,21 @@ def test_time_courses_are_compared_per_timepoint_and_by_area_under_the_curve():
     assert subjects.loc["exosome_0", "n_cells_timepoint"] == 14
     assert subjects.loc["exosome_0", "n_cells"] == pytest.approx(4 * 3)
     assert subjects.loc["exosome_0", "n_samples"] == 3
+
+
+def test_warnings_column_joins_sample_and_mouse_warnings():
+    from exotrack.aggregate import sample_table
+
+    sheet = pd.DataFrame([{"sample": "f1", "modality": "fluorescence", "group": "PBS"},
+                          {"sample": "b1", "modality": "bli", "group": "PBS", "subject": "m1;m2"},
+                          {"sample": "f2", "modality": "fluorescence", "group": "PBS"}])
+    metrics = [{"sample": "f1", "status": "ok", "warnings": ["spot width measured 0.6 µm", "few spots"]},
+               {"sample": "b1", "status": "ok", "warnings": ["unknown key 'X'"],
+                "animals": [{"subject": "m1", "warnings": ["m1 below detection"]}, {"subject": "m2"}]},
+               {"sample": "f2", "status": "ok"}]
+    table = sample_table(sheet, metrics)
+    assert table["warnings"].tolist()[:3] == ["spot width measured 0.6 µm; few spots",
+                                              "unknown key 'X'; m1 below detection", "unknown key 'X'"]
+    assert pd.isna(table["warnings"].iloc[3]) or table["warnings"].iloc[3] == ""
+    assert list(table.columns[:8]) == ["sample", "modality", "group", "subject", "timepoint", "marker",
+                                        "status", "warnings"]

@@ -11,7 +11,7 @@ import pandas as pd
 from .sheet import load_sample_sheet
 from .viewer import read_decisions
 
-ID_COLUMNS = ["sample", "modality", "group", "subject", "timepoint", "marker", "status"]
+ID_COLUMNS = ["sample", "modality", "group", "subject", "timepoint", "marker", "status", "warnings"]
 # The metrics each modality's analysis reports in its metrics.json and the study table gathers.
 # Defined here, not in the modality modules, so that the study-level steps need not import the
 # image analyses (a second of start-up per job).
@@ -41,7 +41,7 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFra
     by_sample = {m["sample"]: m for m in metrics}
     rows = []
     for _, row in sheet.iterrows():
-        record = {c: row.get(c, "") for c in ID_COLUMNS if c != "status"}
+        record = {c: row.get(c, "") for c in ID_COLUMNS if c not in ("status", "warnings")}
         found = by_sample.get(row["sample"])
         if found is None:
             record["status"] = (f"not analysed: modality {row['modality']!r} is not supported by this version"
@@ -51,7 +51,8 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFra
         animals = found.get("animals") or [found]
         groups = _per_animal(record["group"], len(animals))
         for animal, group in zip(animals, groups):
-            entry = {**record, "group": group, "status": animal.get("status", found["status"])}
+            entry = {**record, "group": group, "status": animal.get("status", found["status"]),
+                     "warnings": join_warnings(found, animal)}
             if row["sample"] in failed:
                 entry["status"] = f"excluded_qc: {failed[row['sample']]}".rstrip(": ")
             if "animals" in found:
@@ -64,6 +65,13 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFra
     table[ID_COLUMNS] = table[ID_COLUMNS].replace("", np.nan)
     table["timepoint"] = pd.to_numeric(table["timepoint"], errors="coerce")
     return table
+
+
+def join_warnings(*records: dict) -> str:
+    """The ``warnings`` cell: every distinct warning of the sample (and of the mouse, for a
+    multi-mouse acquisition), in order, separated by ``; ``."""
+    seen = dict.fromkeys(w for r in records if r is not None for w in (r.get("warnings") or []))
+    return "; ".join(seen)
 
 
 def _per_animal(value, n: int) -> list:

@@ -519,9 +519,11 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, subject: 
     status = "ok" if not saturated else f"saturated: {', '.join(saturated)}"
     title = f"{sample}: " + ", ".join(
         f"{a['subject']} tumor {a['tumor_total_flux_p_s']:.2e} p/s" for a in animals)
-    io.write_png(qc.bli_overlay(acq.radiance, acq.photograph, drawn, table, pixel_area_cm2=acq.pixel_area_cm2,
-                                title=title.replace("nan", "-")), outputs["qc"])
-    metrics = {"sample": sample, "status": status, "path": str(path), "animals": animals,
+    warnings = []
+    overlay = qc.bli_overlay(acq.radiance, acq.photograph, drawn, table, pixel_area_cm2=acq.pixel_area_cm2,
+                             title=title.replace("nan", "-"))
+    io.write_png(qc.with_warnings(overlay, warnings), outputs["qc"])
+    metrics = {"sample": sample, "status": status, "warnings": warnings, "path": str(path), "animals": animals,
                "saturated_rois": saturated, "exposure_s": acq.exposure_s, "binning": acq.binning,
                "f_number": acq.f_number, "fov_cm": acq.fov_cm, "c_ccd": acq.coefficient, "bias": acq.bias,
                "labels": acq.labels}

@@ -665,11 +665,12 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
         if key in outputs:
             io.write_table(table if table is not None else pd.DataFrame(columns=columns), outputs[key])
     composite = {role: image.data[0, index] for role, index in roles.items()}
-    io.write_png(qc.fluorescence_overlay(composite, result.cells[0], result.nuclei[0],
-                                         result.puncta_table[result.puncta_table["frame"] == 0],
-                                         tracks=result.tracks,
-                                         title=_qc_title(sample, result.metrics)), outputs["qc"])
-    metrics = {"sample": sample, "status": "ok", "path": str(path), **result.metrics,
+    warnings = result.metrics.pop("warnings", [])
+    overlay = qc.fluorescence_overlay(composite, result.cells[0], result.nuclei[0],
+                                      result.puncta_table[result.puncta_table["frame"] == 0],
+                                      tracks=result.tracks, title=_qc_title(sample, result.metrics))
+    io.write_png(qc.with_warnings(overlay, warnings), outputs["qc"])
+    metrics = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path), **result.metrics,
                "channels": {role: image.channel_names[i] for role, i in roles.items()},
                "pixel_size_um": list(result.pixel_size_um), "shape_tczyx": list(image.data.shape)}
     io.write_json(metrics, outputs["metrics"])

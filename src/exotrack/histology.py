@@ -491,9 +491,11 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, marker: s
     row = summary.iloc[0]
     title = (f"{sample} {marker}: {row['n_cells']:.0f} cells, {row['positive_pct']:.1f}% positive, "
              f"{row['positive_cells_per_mm2']:.0f}/mm², H-score {row['h_score']:.0f}")
-    io.write_png(qc.histology_overlay(view.image, view.tissue, cells, factor=view.factor,
-                                      brightfield=section.brightfield, roles=roles, title=title), outputs["qc"])
-    metrics = {"sample": sample, "status": "ok", "path": str(path), **{k: _plain(row[k]) for k in SUMMARY_COLUMNS if k != "marker"},
+    warnings = []
+    overlay = qc.histology_overlay(view.image, view.tissue, cells, factor=view.factor,
+                                   brightfield=section.brightfield, roles=roles, title=title)
+    io.write_png(qc.with_warnings(overlay, warnings), outputs["qc"])
+    metrics = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path), **{k: _plain(row[k]) for k in SUMMARY_COLUMNS if k != "marker"},
                "marker": marker, "pixel_size_um": size, "shape_yx": list(section.shape),
                "kind": "brightfield" if section.brightfield else "fluorescence",
                "stain_vectors": view.stain_source or None,

@@ -343,7 +343,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
     io.write_table(regions, outputs["regions"])
     io.write_tiff(node.astype(np.uint8), outputs["mask"], axes="ZYX", pixel_size_um=stack.voxel_size_um)
     row = regions.set_index("region").loc["node"]
-    metrics = {"sample": sample, "status": "ok", "path": str(path), "ln_volume_mm3": row["volume_mm3"], "ln_pa_mean": row["pa_mean"],
+    warnings = []
+    metrics = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path), "ln_volume_mm3": row["volume_mm3"], "ln_pa_mean": row["pa_mean"],
                "ln_so2_mean": row["so2_mean"], "ln_hbt_mean": row["hbt_mean"], "ln_so2_median": row["so2_median"],
                "ln_contrast": row["contrast"], "ln_hypoxic_fraction": row["hypoxic_fraction"],
                "wavelengths_nm": stack.wavelengths, "voxel_size_um": list(stack.voxel_size_um),
@@ -351,7 +352,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
     metrics = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in metrics.items()}
     title = (f"{sample}: node {row['volume_mm3']:.2f} mm³, PA {row['pa_mean']:.3g}, "
              f"sO2 {row['so2_mean']:.2f}, HbT {row['hbt_mean']:.3g}").replace("nan", "-")
-    io.write_png(qc.photoacoustic_montage(us, node, signal, so2, title=title), outputs["qc"])
+    io.write_png(qc.with_warnings(qc.photoacoustic_montage(us, node, signal, so2, title=title), warnings),
+                 outputs["qc"])
     io.write_json(metrics, outputs["metrics"])
     return metrics
 

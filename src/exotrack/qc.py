@@ -37,6 +37,20 @@ def _header(rgb: np.ndarray, title: str) -> np.ndarray:
     return np.asarray(canvas)
 
 
+def with_warnings(rgb: np.ndarray, warnings) -> np.ndarray:
+    """The QC image with one amber line per warning beneath it, so that a result standing on a
+    shaky assumption says so where a person looks (the same text as the ``warnings`` column)."""
+    lines = [f"WARNING: {w}"[i:i + 110] for w in warnings for i in range(0, len(f"WARNING: {w}"), 110)]
+    if not lines:
+        return rgb
+    canvas = Image.new("RGB", (max(rgb.shape[1], 640), rgb.shape[0] + 8 + 14 * len(lines)), (20, 20, 20))
+    canvas.paste(Image.fromarray(rgb), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(lines):
+        draw.text((6, rgb.shape[0] + 4 + 14 * k), line, fill=(255, 190, 60), font=ImageFont.load_default())
+    return np.asarray(canvas)
+
+
 def fluorescence_overlay(channels: dict[str, np.ndarray], cells: np.ndarray, nuclei: np.ndarray,
                          puncta, *, tracks=None, title: str = "") -> np.ndarray:
     """RGB overlay of one frame (3-D stacks as maximum projections).
