@@ -128,15 +128,61 @@ def diffusion_error(result, m):
     return d, true_d
 
 
+def dense(tp, n_points=3000, n_frames=200) -> None:
+    """Linking time and peak memory of a crowded movie's true positions (5 % missed), against
+    trackpy.link on the same points; each linker runs in a fresh process so that its peak
+    resident memory is its own."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json, resource, sys, time
+import numpy as np, pandas as pd
+rng = np.random.default_rng(5)
+walk = rng.uniform(0, 2000, ({n_points}, 2)) + np.cumsum(rng.normal(0, 1.0, ({n_frames}, {n_points}, 2)), axis=0)
+frame = np.repeat(np.arange({n_frames}), {n_points})
+table = pd.DataFrame({{"track_id": np.tile(np.arange({n_points}), {n_frames}), "frame": frame,
+                      "y": walk[..., 0].ravel(), "x": walk[..., 1].ravel()}})
+table = table[rng.random(len(table)) >= 0.05].reset_index(drop=True)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+if sys.argv[1] == "exotrack":
+    from exotrack.tracking import link
+    ids = link(table)[0]
+else:
+    import trackpy as tp
+    tp.quiet()
+    ids = tp.link(table[["frame", "y", "x"]].copy(), 5, memory=3)["particle"].to_numpy()
+seconds = time.perf_counter() - start
+from exotrack.evaluate import tracking_scores
+alpha = tracking_scores(table, table.assign(track_id=ids))["alpha"]
+print(json.dumps({{"s": seconds, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "base_mib": before / 1024, "alpha": alpha, "n": len(table)}}))
+"""
+    out = {name: json.loads(subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True,
+                                           check=True).stdout.splitlines()[-1])
+           for name in ("exotrack", "trackpy")}
+    for name, r in out.items():
+        print(f"dense {name:<9} {r['n']} detections: link {r['s']:.2f} s, peak RSS {r['rss_mib']:.0f} MiB "
+              f"(before linking {r['base_mib']:.0f}), alpha {r['alpha']:.3f}")
+    print(f"     ratios: link time exotrack / trackpy.link {out['exotrack']['s'] / out['trackpy']['s']:.2f}, "
+          f"peak RSS {out['exotrack']['rss_mib'] / out['trackpy']['rss_mib']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snr", type=float, nargs="*", default=[1, 2, 4, 7])
+    parser.add_argument("--dense", action="store_true", help="only the crowded-movie linking time and memory")
     args = parser.parse_args()
     import trackpy as tp
     from laptrack import LapTrack
 
     tp.quiet()
     warnings.filterwarnings("ignore")
+    if args.dense:
+        dense(tp)
+        return
     print(f"{'SNR':>4} {'tool':<10}{'det F1':>8}{'alpha':>8}{'beta':>8}{'JSC':>7}{'link s':>9}{'total s':>9}")
     for snr in args.snr:
         m, calibration = movie(snr, seed=int(100 + snr)), movie(snr, seed=int(900 + snr))

@@ -62,11 +62,27 @@ def _chi2_quantile(p: float, dof: int) -> float:
     return float(2 * gammaincinv(dof / 2, p))
 
 
-def _lap(rows, cols, costs, n_sources, n_targets, no_link):
-    """Solve the augmented linking LAP; return the (source, target) pairs that link.
+def solve_links(rows, cols, costs, n_sources, n_targets, no_link):
+    """Solve the augmented linking assignment problem of Jaqaman et al. (2008, Fig. 1).
 
     Sources can end (cost ``no_link``), targets can start (same cost); the lower-right block
-    lets an unlinked source and an unlinked target coexist (Jaqaman et al. 2008, Fig. 1).
+    lets an unlinked source and an unlinked target coexist.
+
+    Parameters
+    ----------
+    rows, cols : ndarray of int
+        Source and target index of each candidate link.
+    costs : ndarray of float
+        Each candidate's cost.
+    n_sources, n_targets : int
+        How many sources and targets there are (candidates need not name them all).
+    no_link : float
+        The cost of leaving a source unlinked, and of a target starting anew.
+
+    Returns
+    -------
+    ndarray of int, shape (n_links, 2)
+        The (source, target) pairs that link.
     """
     if n_sources == 0 or n_targets == 0 or len(costs) == 0:
         return np.zeros((0, 2), int)
@@ -95,7 +111,7 @@ def _compact(index, n):
 
 
 def _match(rows, cols, costs, n, m, no_link, lower):
-    """:func:`_lap`'s augmented matrix, with ``lower`` in its lower-right block, solved."""
+    """:func:`solve_links`'s augmented matrix, with ``lower`` in its lower-right block, solved."""
     r = np.concatenate([rows, np.arange(n), n + np.arange(m), n + cols])
     c = np.concatenate([cols, m + np.arange(n), np.arange(m), m + rows])
     w = np.concatenate([costs, np.full(n, no_link), np.full(m, no_link), np.full(len(rows), lower)])
@@ -303,7 +319,7 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
         rows, cols, cost = _candidates(trees[t], trees[t + 1], radius, v)
         settled = np.where((n_steps[a] >= _SETTLED_STEPS)[:, None], v, np.nan)
         rows, cols, cost = _transported(rows, cols, cost, positions[a], positions[b], settled, transport_reach)
-        pairs = _lap(rows, cols, cost, len(a), len(b), no_link)
+        pairs = solve_links(rows, cols, cost, len(a), len(b), no_link)
         src, dst = a[pairs[:, 0]], b[pairs[:, 1]]
         successor[src], predecessor[dst] = dst, src
         # Velocity as a running mean of steps: one Brownian step predicts nothing, while a
@@ -345,7 +361,7 @@ def link(detections: pd.DataFrame, *, columns=("y", "x"), max_distance: float | 
         allowed = cost <= radius ** 2
         if certain is not None:
             allowed &= (certain[ends[rows]] & certain[starts[cols]]) | (distance2 <= radius ** 2)
-        pairs = _lap(rows[allowed], cols[allowed], cost[allowed], len(starts), len(starts), no_link)
+        pairs = solve_links(rows[allowed], cols[allowed], cost[allowed], len(starts), len(starts), no_link)
         for e, s in pairs:
             parent[s] = e
     # Resolve chains of joined segments to their first segment.
