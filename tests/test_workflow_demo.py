@@ -15,6 +15,7 @@ ACQUISITIONS = ["m1_d7", "m1_d14", "m1_d21", "m1_d21_long", "m2_d7", "m2_d14", "
                 "m3_d7", "m3_d14", "m3_d21", "m4_d7", "m4_d14", "m5_d7", "m5_d14", "m6_d7", "m6_d14", "m4-m6_d21"]
 VOLUMES = [f"m{i}_pa" for i in range(1, 7)]
 DEMO_SAMPLES = STILLS + MOVIES + ACQUISITIONS + VOLUMES + SECTIONS
+ABSOLUTE_COUNT_ERROR = 0.3  # puncta per cell, mean over cells with fewer than 10 (docs/tolerances.md)
 
 
 def _truth(run, sample):
@@ -64,17 +65,23 @@ def test_accuracy_against_ground_truth(demo_run, sample):
     assert match_labels(labels, truth_cells, iou=0.5) >= 0.9
     assert match_labels(nuclei, truth_nuclei, iou=0.5) >= 0.9
 
-    # Per-cell counts: each predicted cell against the truth cell it overlaps most.
+    # Per-cell counts, every cell: each predicted cell against the truth cell it overlaps most;
+    # relative error where a cell holds 10 puncta or more, absolute error below that (PBS wells).
     truth_counts = np.bincount(truth_puncta["cell_id"], minlength=truth_cells.max() + 1)
-    errors = []
+    relative, absolute = [], []
     for row in cells.itertuples():
         overlap = np.bincount(truth_cells[labels == row.cell_id], minlength=truth_cells.max() + 1)
         overlap[0] = 0
-        match = overlap.argmax()
-        if truth_counts[match] >= 10:
-            errors.append(abs(row.puncta_count - truth_counts[match]) / truth_counts[match])
-    if errors:
-        assert np.mean(errors) <= 0.10, f"{sample}: per-cell count error {np.mean(errors):.3f}"
+        true_count = truth_counts[overlap.argmax()]
+        if true_count >= 10:
+            relative.append(abs(row.puncta_count - true_count) / true_count)
+        else:
+            absolute.append(abs(row.puncta_count - true_count))
+    assert relative or absolute, f"{sample}: no cell to check"
+    if relative:
+        assert np.mean(relative) <= 0.10, f"{sample}: per-cell count error {np.mean(relative):.3f}"
+    if absolute:
+        assert np.mean(absolute) <= ABSOLUTE_COUNT_ERROR, f"{sample}: per-cell count error {np.mean(absolute):.2f}"
 
 
 def test_labels_puncta_and_tables_agree(demo_run):
@@ -143,9 +150,32 @@ def test_demo_is_deterministic(tmp_path):
     assert set(sheet["group"]) == {"PBS", "exosome", "exosome_live"} and len(sheet) == len(DEMO_SAMPLES)
 
 
+def _true_pct_internalised(run, sample, truth, *, pixel_um=0.1625, edge_um=1.0, min_frames=3):
+    """The percentage of true tracks that live inside cells: a point is inside when it lies in a
+    true cell deeper than ``edge_um`` from its edge, at the cell within ``edge_um`` of it either
+    side, and a track is where most of its points are."""
+    from scipy import ndimage as ndi
+
+    labels = tifffile.imread(run / "demo" / "truth" / sample / "cells.tif")
+    depth = ndi.distance_transform_edt(labels > 0, sampling=pixel_um)
+    gap = ndi.distance_transform_edt(labels == 0, sampling=pixel_um)
+    points = truth[truth["visible"]]
+    iy = np.clip(np.round(points["y"]).astype(int), 0, labels.shape[0] - 1)
+    ix = np.clip(np.round(points["x"]).astype(int), 0, labels.shape[1] - 1)
+    inside = labels[iy, ix] > 0
+    where = np.where(inside & (depth[iy, ix] > edge_um), "inside",
+                     np.where(inside | (gap[iy, ix] <= edge_um), "at_cell", "outside"))
+    located = points.assign(where=where).groupby("track_id")["where"].agg(lambda w: w.mode().iloc[0])
+    lengths = points.groupby("track_id").size()
+    located = located[lengths >= min_frames]
+    assert len(located) > 0
+    return 100 * float((located == "inside").mean())
+
+
 @pytest.mark.parametrize("sample", MOVIES)
 def test_movies_are_tracked_against_ground_truth(demo_run, sample):
     from exotrack.evaluate import tracking_scores
+    from exotrack.tracking import motion_summary
 
     truth = pd.read_csv(demo_run / "demo" / "truth" / sample / "tracks.csv")
     base = demo_run / "results" / "fluorescence" / sample
@@ -155,7 +185,9 @@ def test_movies_are_tracked_against_ground_truth(demo_run, sample):
     assert summary.columns[:6].tolist() == ["track_id", "start_frame", "n_frames", "mean_speed_um_s",
                                             "diffusion_um2_s", "msd_alpha"]
     scores = tracking_scores(truth[truth["visible"]], tracks, gate=5.0)
-    assert scores["alpha"] >= 0.85 and scores["beta"] >= 0.8, scores
+    # One demo seed; margins below the worst of 20 seeds of the CD63-only movie (alpha 0.882,
+    # beta 0.834, test_tracking_seeds.py) and of demo seed 3 (live_w2 alpha 0.846).
+    assert scores["alpha"] >= 0.83 and scores["beta"] >= 0.8, scores
     puncta = pd.read_csv(base / "puncta.csv")
     assert set(tracks["spot_id"]) == set(puncta["spot_id"])
     row = pd.read_csv(demo_run / "results" / "tables" / "samples.csv").set_index("sample").loc[sample]
@@ -168,18 +200,28 @@ def test_movies_are_tracked_against_ground_truth(demo_run, sample):
         for i, j in match_points(block[["y", "x"]].to_numpy(), t[["y", "x"]].to_numpy(), radius=3)[0]:
             owner.setdefault(block["track_id"].iloc[i], []).append(t["track_id"].iloc[j])
     motion = truth.groupby("track_id")["motion"].first()
-    brownian = [k for k, v in owner.items() if len(v) >= 20 and motion[pd.Series(v).mode().iloc[0]] == "brownian"]
+    particle = {k: pd.Series(v).mode().iloc[0] for k, v in owner.items() if len(v) >= 20}
+    brownian = [k for k, p in particle.items() if motion[p] == "brownian"]
     chosen = summary.set_index("track_id").loc[brownian]
     d = np.average(chosen["diffusion_um2_s"], weights=chosen["n_frames"])
-    true_d = (1.2 * 0.1625) ** 2 / 2  # the simulator's Brownian step, 1.2 px per axis per second
-    assert len(chosen) >= 15 and d == pytest.approx(true_d, rel=0.3)
+    # Against the same MSD fit on each particle's true positions (in µm at the demo's 0.1625 µm
+    # pixel), so that the luck of 20-30 short tracks (the fit's own scatter, +18 % from the
+    # simulator's nominal D on live_w1) is not charged to the tracker: measured +0.2 % and +6.7 %.
+    visible = truth[truth["visible"]]
+    true_d = np.average([motion_summary(t["frame"].to_numpy(), t[["y", "x"]].to_numpy() * 0.1625,
+                                        frame_interval_s=1.0)["diffusion_um2_s"]
+                         for t in (visible[visible["track_id"] == particle[k]] for k in brownian)],
+                        weights=chosen["n_frames"])
+    assert len(chosen) >= 15 and d == pytest.approx(true_d, rel=0.12)
     if sample == "live_w2":  # the CD63 channel alone: no cells, cell columns empty
         assert tracks["cell_id"].isna().all() and np.isnan(row["n_cells"])
     else:
         cells = pd.read_csv(base / "cell_tracks.csv")
         assert len(cells) == 4 and (cells["n_frames"] == 40).all()  # four static cells, whole movie
         assert summary["location"].isin(["inside", "at_cell", "outside"]).all()
-        assert 0 <= row["pct_internalised_tracks"] <= 100
+        # Internalised tracks against the truth: each true track of 3 frames or more located by
+        # the most frequent place of its points in the true cells (measured 49.5 % vs 48.3 %).
+        assert abs(row["pct_internalised_tracks"] - _true_pct_internalised(demo_run, sample, truth)) <= 5
 
 
 @pytest.mark.parametrize("sample", SECTIONS)
