@@ -1,13 +1,14 @@
 """Snakemake entry point: fluorescence samples (a batch of still fields, or one time-lapse)."""
 import logging
 
+from exotrack.export import write_track_exports
 from exotrack.fluorescence import process_sample
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
 params = snakemake.params
 outputs = {key: [value] if isinstance(value, str) else list(value) for key, value in snakemake.output.items()}
 for i, sample in enumerate(params.samples):
-    process_sample(
+    metrics = process_sample(
         sample=sample,
         path=params.path[i],
         options=params.options,
@@ -16,3 +17,5 @@ for i, sample in enumerate(params.samples):
         axes=params.axes[i],
         outputs={key: paths[i] for key, paths in outputs.items()},
     )
+    if "msd" in outputs:  # a time-lapse: its tracks in TrackMate's form and its MSD
+        write_track_exports(metrics, {key: paths[i] for key, paths in outputs.items()})

@@ -672,7 +672,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
     io.write_png(qc.with_warnings(overlay, warnings), outputs["qc"])
     metrics = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path), **result.metrics,
                "channels": {role: image.channel_names[i] for role, i in roles.items()},
-               "pixel_size_um": list(result.pixel_size_um), "shape_tczyx": list(image.data.shape)}
+               "pixel_size_um": list(result.pixel_size_um), "frame_interval_s": interval,
+               "shape_tczyx": list(image.data.shape)}
     io.write_json(metrics, outputs["metrics"])
     return metrics
 
