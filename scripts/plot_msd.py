@@ -9,5 +9,5 @@ logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
 params = snakemake.params
 curves = [pd.read_csv(path).assign(sample=sample, group=group)
           for path, sample, group in zip(snakemake.input.msd, params.samples, params.groups)]
-figure = msd_figure(pd.concat(curves, ignore_index=True), control=params.control)
+figure = msd_figure(pd.concat(curves, ignore_index=True))
 save(figure, snakemake.output.png, snakemake.output.svg)

@@ -70,8 +70,9 @@ def write_ngff(path, data, *, scale, units, names, version="0.5"):
         group.attrs["ome"] = {"version": "0.5", "multiscales": multiscales, "omero": omero}
     else:
         group.attrs.update({"multiscales": multiscales, "omero": omero})
-    group.create_array("0", data=data, chunks=(1, 1, 1, 16, 16))
-    group.create_array("1", data=data[..., ::2, ::2], chunks=(1, 1, 1, 16, 16))
+    for name, level in (("0", data), ("1", data[..., ::2, ::2])):
+        array = group.create_array(name, shape=level.shape, dtype=level.dtype, chunks=(1, 1, 1, 16, 16))
+        array[...] = level
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])

@@ -107,7 +107,7 @@ def _curves(ax, data, order, colours):
     ax.legend(fontsize=7, frameon=False)
 
 
-def msd_figure(curves: pd.DataFrame, *, control: str):
+def msd_figure(curves: pd.DataFrame):
     """MSD against lag on log axes: each sample's ensemble curve (thin) and each group's (thick),
     the group's pooling its samples' displacement pairs.
 
@@ -117,7 +117,7 @@ def msd_figure(curves: pd.DataFrame, *, control: str):
     fig = Figure(figsize=(4.6, 3.6))
     ax = fig.subplots()
     ensemble = curves[(curves["kind"] == "ensemble") & (curves["msd_um2"] > 0)]
-    order = sorted(set(curves["group"].fillna("")), key=lambda g: (g != control, g))
+    order = sorted(set(curves["group"].fillna("")))
     palette = matplotlib.colormaps["tab10"]
     for i, group in enumerate(order):
         block = ensemble[ensemble["group"].fillna("") == group]

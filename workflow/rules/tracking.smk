@@ -60,7 +60,6 @@ rule plot_msd:
     params:
         samples=timelapse_samples(),
         groups=[_ROWS[s]["group"] for s in timelapse_samples()],
-        control=config["control_group"],
     log:
         "logs/plot_msd.log",
     script:
