@@ -15,6 +15,8 @@ for i, sample in enumerate(params.samples):
         channels=params.channels[i],
         pixel_size_um=params.pixel_size_um[i],
         axes=params.axes[i],
+        nuclei_labels=params.labels[i][0] or None,
+        cell_labels=params.labels[i][1] or None,
         outputs={key: paths[i] for key, paths in outputs.items()},
     )
     if "msd" in outputs:  # a time-lapse: its tracks in TrackMate's form and its MSD

@@ -32,6 +32,7 @@ rule track_fluorescence:
         channels=lambda wildcards: [_ROWS[wildcards.sample]["channels"]],
         pixel_size_um=lambda wildcards: [_ROWS[wildcards.sample]["pixel_size_um"]],
         axes=lambda wildcards: [_ROWS[wildcards.sample]["axes"]],
+        labels=lambda wildcards: [[_ROWS[wildcards.sample][c] for c in ("nuclei_labels", "cell_labels")]],
     log:
         "logs/track_fluorescence/{sample}.log",
     benchmark:
