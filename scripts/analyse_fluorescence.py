@@ -3,11 +3,12 @@ import logging
 
 from exotrack.export import write_track_exports
 from exotrack.fluorescence import process_sample
+from exotrack.progress import steps
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
 params = snakemake.params
 outputs = {key: [value] if isinstance(value, str) else list(value) for key, value in snakemake.output.items()}
-for i, sample in enumerate(params.samples):
+for i, sample in steps(enumerate(params.samples), total=len(params.samples), what="samples of the batch done"):
     metrics = process_sample(
         sample=sample,
         path=params.path[i],

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from . import io, qc, tracking
+from . import io, progress, qc, tracking
 from .aggregate import TIMELAPSE_HEADLINE
 from .background import background_surface
 from .labels import given_labels
@@ -211,7 +211,7 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
         shifts = _displacements(shape, image.n_frames)
         paths, decoy_paths = _path_detections(exosomes, shifts, spatial=spatial, options=options)
     nuclei_stack, cell_stack, puncta_tables = [], [], []
-    for frame in range(image.n_frames):
+    for frame in progress.steps(range(image.n_frames), total=image.n_frames, what="frames analysed"):
         for role, index in roles.items():
             try:
                 check_image(data[frame, index], max_saturated_fraction=options["max_saturated_fraction"])
