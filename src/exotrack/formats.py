@@ -213,8 +213,9 @@ def _lif_step(coords, dim, units, table, default_unit):
     if values is None or len(values) < 2:
         return None
     step = abs(float(values[-1] - values[0])) / (len(values) - 1)
-    factor = table.get(units.get(dim, default_unit).strip().lower() or default_unit, table[default_unit])
-    return step * factor if step > 0 else None
+    # A unit exotrack does not know leaves the size unstated (the sheet or config then gives it).
+    factor = table.get(units.get(dim, default_unit).strip().lower() or default_unit)
+    return step * factor if step > 0 and factor else None
 
 
 def _lif_read(liffile, path):
