@@ -15,8 +15,8 @@ PIXEL = (0.5, 0.1, 0.1)
 def _spots(tracks: pd.DataFrame) -> pd.DataFrame:
     """Spots as export.track_spots gives them, from true tracks (blinked frames left out)."""
     seen = tracks[tracks["visible"]].reset_index(drop=True)
-    return pd.DataFrame({"track_id": seen["track_id"], "frame": seen["frame"], "spot_id": np.arange(1, len(seen) + 1),
-                         "cell_id": 0, "z": 0.0, "y": seen["y"], "x": seen["x"], "snr": 7.0, "intensity": 100.0})
+    return pd.DataFrame({"track_id": seen["track_id"], "frame": seen["frame"],
+                         "spot_id": np.arange(1, len(seen) + 1), "cell_id": 0, "z": 0.0, "y": seen["y"], "x": seen["x"], "snr": 7.0, "intensity": 100.0})
 
 
 def _emsd(spot_table, interval, max_lag):
