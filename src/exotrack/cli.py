@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import __version__
 from .io import InputError
 
 
@@ -51,6 +52,7 @@ def _view(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="exotrack", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"exotrack {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="write the demo study (images, ground truth, sheet)")

@@ -14,9 +14,10 @@ import pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from . import io, qc, tracking
+from . import io, progress, qc, tracking
 from .aggregate import TIMELAPSE_HEADLINE
 from .background import background_surface
+from .labels import given_labels
 from .puncta import detect_puncta, path_evidence, path_puncta, position_sd_px, snr_image, spot_sigma_px
 from .segmentation import segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
@@ -170,7 +171,7 @@ def check_image(data: np.ndarray, *, max_saturated_fraction: float) -> None:
 
 
 def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, options: dict,
-                  frame_interval_s: float | None = None) -> Result:
+                  frame_interval_s: float | None = None, labels: dict | None = None) -> Result:
     """Analyse every frame of a fluorescence image; link puncta and cells through a time-lapse.
 
     ``roles`` maps ``nuclei``, ``exosomes`` and ``cells`` to channel indices; ``nuclei`` or
@@ -178,10 +179,12 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     ``nuclei``. In a time-lapse a punctum counts if it exceeds ``snr_threshold`` in its frame, or
     if it exceeds ``track_snr_threshold`` and links with other such dim detections into a track
     of at least ``min_track_length`` frames: noise does not persist, so a dim spot that does is
-    real.
+    real. ``labels`` (``nuclei`` and ``cells``, ``(T, Z, Y, X)``, from :func:`given_labels`)
+    replace the segmentation; no nuclei channel is needed then.
     """
     options = {**DEFAULTS, **options}
     data = image.data
+    with_cells = "nuclei" in roles or labels is not None
     is_3d, movie = image.is_3d, image.n_frames > 1
     spatial = tuple(pixel_size_um) if is_3d else tuple(pixel_size_um[1:])
     adaptive = options["track_snr_threshold"] == "auto"
@@ -208,13 +211,15 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
         shifts = _displacements(shape, image.n_frames)
         paths, decoy_paths = _path_detections(exosomes, shifts, spatial=spatial, options=options)
     nuclei_stack, cell_stack, puncta_tables = [], [], []
-    for frame in range(image.n_frames):
+    for frame in progress.steps(range(image.n_frames), total=image.n_frames, what="frames analysed"):
         for role, index in roles.items():
             try:
                 check_image(data[frame, index], max_saturated_fraction=options["max_saturated_fraction"])
             except io.InputError as exc:
                 raise io.InputError(f"{role} channel {image.channel_names[index]!r}: {exc}") from None
-        if "nuclei" in roles:
+        if labels is not None:
+            nuclei, cells = (labels[k][frame] if is_3d else labels[k][frame, 0] for k in ("nuclei", "cells"))
+        elif "nuclei" in roles:
             nuclei, cells = segment_frame(plane(frame, "nuclei"), plane(frame, "cells"),
                                           pixel_size_um=spatial, options=options)
         else:
@@ -229,7 +234,7 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
                 decoys.append(decoy.assign(frame=frame))
         else:
             puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr", "position_sd_px")})
-        puncta["cell_id"] = cell_at(cells, puncta) if "nuclei" in roles else np.nan
+        puncta["cell_id"] = cell_at(cells, puncta) if with_cells else np.nan
         puncta.insert(0, "frame", frame)
         nuclei_stack.append(nuclei if is_3d else nuclei[None])
         cell_stack.append(cells if is_3d else cells[None])
@@ -239,14 +244,14 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     if movie and "exosomes" in roles:
         puncta_table, tracks, track_summary = _track_puncta(
             puncta_table, np.stack(cell_stack), spatial=spatial, frame_interval_s=frame_interval_s,
-            options=options, with_cells="nuclei" in roles,
+            options=options, with_cells=with_cells,
             decoys=pd.concat(decoys, ignore_index=True) if decoys is not None else None)
     puncta_table.insert(0, "spot_id", np.arange(1, len(puncta_table) + 1))
     if tracks is not None:  # one row per kept punctum, in the same order
         tracks = tracks.assign(spot_id=puncta_table["spot_id"].to_numpy())[TRACK_COLUMNS]
 
     cell_tables = []
-    if "nuclei" in roles:
+    if with_cells:
         for frame in range(image.n_frames):
             cells = cell_stack[frame] if is_3d else cell_stack[frame][0]
             nuclei = nuclei_stack[frame] if is_3d else nuclei_stack[frame][0]
@@ -260,14 +265,14 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
             cell_tables.append(table)
     cell_table = pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame(columns=CELL_COLUMNS)
     cell_table = cell_table.reindex(columns=CELL_COLUMNS)
-    if movie and "nuclei" in roles:
+    if movie and with_cells:
         cell_table, cell_tracks = _track_cells(cell_table, spatial=spatial, frame_interval_s=frame_interval_s)
     metrics = headline_metrics(cell_table, puncta_table[PUNCTA_COLUMNS], n_frames=image.n_frames)
     for role, names in (("nuclei", ["n_cells", "pct_exosome_positive_cells", "puncta_per_cell_mean",
                                     "exosome_intensity_per_cell_mean", "pct_puncta_in_cells"]),
                         ("exosomes", ["n_puncta", "pct_exosome_positive_cells", "puncta_per_cell_mean",
                                       "exosome_intensity_per_cell_mean", "pct_puncta_in_cells"])):
-        if role not in roles:  # not measured, rather than zero
+        if role not in roles and not (role == "nuclei" and with_cells):  # not measured, rather than zero
             metrics.update(dict.fromkeys(names, np.nan))
     if movie:
         metrics.update(timelapse_metrics(track_summary, cell_tracks))
@@ -634,13 +639,14 @@ def resolve_pixel_size(image: io.Image, override, fallback) -> tuple[float, floa
 
 
 def process_sample(*, sample: str, path, options: dict, outputs: dict, channels: str | None = None,
-                   pixel_size_um=None, axes: str | None = None) -> dict:
+                   pixel_size_um=None, axes: str | None = None, nuclei_labels=None, cell_labels=None) -> dict:
     """Read, analyse and write one fluorescence sample.
 
     ``outputs`` maps ``cells``, ``puncta``, ``labels``, ``nuclei``, ``metrics`` and ``qc`` to paths,
     and for a time-lapse also ``tracks``, ``track_summary`` and ``cell_tracks``. Whatever goes wrong, every output is written: on failure the tables are empty, the label
     images are empty, the QC image states the error, and ``metrics`` carries ``status`` with the
-    reason, so other samples and the aggregate tables go on.
+    reason, so other samples and the aggregate tables go on. ``nuclei_labels`` and
+    ``cell_labels`` name label images that replace the segmentation (see :func:`given_labels`).
     """
     options = {**DEFAULTS, **options}
     try:
@@ -650,7 +656,13 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
         roles = resolve_roles(image, mapping)
         size = resolve_pixel_size(image, parse_pixel_size(pixel_size_um), options["pixel_size_um"])
         interval = image.frame_interval_s or options["frame_interval_s"]
-        result = analyse_image(image, roles=roles, pixel_size_um=size, options=options, frame_interval_s=interval)
+        given = None
+        if nuclei_labels or cell_labels:
+            t, _, z, y, x = image.data.shape
+            given = given_labels(nuclei_labels, cell_labels, shape_tzyx=(t, z, y, x), pixel_size_um=size,
+                                 cell_expansion_um=options["cell_expansion_um"])
+        result = analyse_image(image, roles=roles, pixel_size_um=size, options=options, frame_interval_s=interval,
+                               labels=given)
     except Exception as exc:  # any failure is this sample's status; the run goes on
         return _write_failure(sample, qc.failure_reason(sample, exc), outputs)
 
@@ -672,7 +684,10 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
     io.write_png(qc.with_warnings(overlay, warnings), outputs["qc"])
     metrics = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path), **result.metrics,
                "channels": {role: image.channel_names[i] for role, i in roles.items()},
-               "pixel_size_um": list(result.pixel_size_um), "shape_tczyx": list(image.data.shape)}
+               "pixel_size_um": list(result.pixel_size_um), "frame_interval_s": interval,
+               "segmentation": "exotrack" if given is None else "given: " + ", ".join(
+                   str(p) for p in (nuclei_labels, cell_labels) if p),
+               "shape_tczyx": list(image.data.shape)}
     io.write_json(metrics, outputs["metrics"])
     return metrics
 

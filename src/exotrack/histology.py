@@ -29,7 +29,7 @@ import tifffile
 from scipy import ndimage as ndi
 from skimage import filters, morphology
 
-from . import io, qc
+from . import io, progress, qc
 from .background import block_reduce_mean
 from .segmentation import segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
@@ -385,7 +385,8 @@ def analyse_section(section: Section, *, roles: dict[str, int] | None = None, pi
     pixel_sigma = max(0.5 / pixel_size_um, 0.5)  # positive pixels: marker smoothed over ~0.5 µm
     tables, positive_px, tissue_px = [], 0, 0
     f = view.factor
-    for y0, y1, x0, x1 in _tiles(section.shape, tile):
+    tiles = list(_tiles(section.shape, tile))
+    for y0, y1, x0, x1 in progress.steps(tiles, total=len(tiles), what="tiles analysed"):
         if not view.tissue[y0 // f: math.ceil(y1 / f), x0 // f: math.ceil(x1 / f)].any():
             continue
         ry0, ry1 = max(0, y0 - margin), min(section.shape[0], y1 + margin)

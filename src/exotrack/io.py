@@ -113,7 +113,26 @@ def _ome_metadata(xml: str) -> tuple[list[str], tuple, float | None]:
         sizes.append(float(value) * _UNIT_UM.get(unit, 1.0) if value else None)
     step = pixels.get("TimeIncrement")
     interval = float(step) * _UNIT_S.get(pixels.get("TimeIncrementUnit", "s"), 1.0) if step else None
+    if interval is None:
+        interval = _plane_delta_t(pixels)
     return names, tuple(sizes), interval
+
+
+def _plane_delta_t(pixels) -> float | None:
+    """Frame interval from the Planes' ``DeltaT`` (as Bio-Formats exports it): the median step
+    between successive time points' first planes."""
+    times = {}
+    for plane in pixels:
+        if plane.tag.endswith("Plane") and plane.get("DeltaT") not in (None, ""):
+            seconds = float(plane.get("DeltaT")) * _UNIT_S.get(plane.get("DeltaTUnit", "s"), 1.0)
+            t = int(plane.get("TheT", 0))
+            times[t] = min(times.get(t, seconds), seconds)
+    if len(times) < 2:
+        return None
+    frames = np.array(sorted(times))
+    steps = np.diff([times[t] for t in frames]) / np.diff(frames)
+    step = float(np.median(steps))
+    return step if step > 0 else None
 
 
 def _resolution_um(page, unit_um: float | None) -> float | None:
@@ -198,7 +217,8 @@ def tiff_metadata(tif: tifffile.TiffFile) -> tuple[list[str], tuple, float | Non
 
 
 def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
-    """Read a TIFF, OME-TIFF or ImageJ TIFF into an :class:`Image` with axes ``(T, C, Z, Y, X)``.
+    """Read a TIFF, OME-TIFF or ImageJ TIFF, or a vendor file (CZI, ND2, LIF, OME-Zarr: see
+    :mod:`exotrack.formats`), into an :class:`Image` with axes ``(T, C, Z, Y, X)``.
 
     Parameters
     ----------
@@ -209,6 +229,10 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
         ImageJ stored as a Z stack).
     """
     path = check_file(path)
+    from . import formats
+
+    if formats.kind(path):
+        return formats.read(path, axes=axes)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -231,6 +255,10 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
 def count_frames(path, *, axes: str | None = None) -> int:
     """Number of time points of an image, from its header alone (0 if it cannot be read: the
     analysis will say why)."""
+    from . import formats
+
+    if formats.kind(path):
+        return formats.count_frames(path, axes=axes)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]

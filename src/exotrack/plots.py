@@ -107,6 +107,41 @@ def _curves(ax, data, order, colours):
     ax.legend(fontsize=7, frameon=False)
 
 
+def msd_figure(curves: pd.DataFrame):
+    """MSD against lag on log axes: each sample's ensemble curve (thin) and each group's (thick),
+    the group's pooling its samples' displacement pairs.
+
+    ``curves`` holds ``msd.csv`` rows (see :func:`exotrack.export.msd_table`) with ``sample`` and
+    ``group`` columns; only the ``ensemble`` rows are drawn.
+    """
+    fig = Figure(figsize=(4.6, 3.6))
+    ax = fig.subplots()
+    ensemble = curves[(curves["kind"] == "ensemble") & (curves["msd_um2"] > 0)]
+    order = sorted(set(curves["group"].fillna("")))
+    palette = matplotlib.colormaps["tab10"]
+    for i, group in enumerate(order):
+        block = ensemble[ensemble["group"].fillna("") == group]
+        colour = palette(i % 10)
+        for _, sample in block.groupby("sample"):
+            ax.plot(sample["lag_s"], sample["msd_um2"], color=colour, alpha=0.3, lw=0.8)
+        if block.empty:
+            continue
+        pooled = block.assign(sq=block["msd_um2"] * block["n_pairs"]).groupby("lag_s")[["sq", "n_pairs"]].sum()
+        n = curves.loc[curves["group"].fillna("") == group, "sample"].nunique()
+        ax.plot(pooled.index, pooled["sq"] / pooled["n_pairs"], color=colour, lw=2,
+                label=f"{group or 'no group'} (n={n} samples)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("lag (s)")
+    ax.set_ylabel("MSD (µm²)")
+    ax.set_title("puncta tracks: ensemble MSD per group", fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, png, svg) -> None:
     from .io import atomic_path
 

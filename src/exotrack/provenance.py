@@ -8,17 +8,18 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ["exotrack", "numpy", "scipy", "scikit-image", "tifffile", "pandas", "snakemake",
-            "snakemake-executor-plugin-slurm", "napari"]
 
 
 def software_versions() -> dict:
+    """Python, the platform and every installed distribution (name -> version): any of them
+    (imagecodecs, zarr, pydicom, pillow, ...) can decide how an image decodes."""
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    packages = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            packages.setdefault(name.lower().replace("_", "-"), dist.version)
+    versions.update(sorted(packages.items()))
     return versions
 
 

@@ -16,7 +16,9 @@ MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology")
 # Channel roles a sample sheet's channels column may assign, per modality.
 CHANNEL_ROLES = {"fluorescence": ("nuclei", "exosomes", "cells"), "histology": ("nuclei", "marker")}
 SHEET_COLUMNS = ["sample", "modality", "path", "group", "subject", "timepoint", "marker",
-                 "channels", "pixel_size_um", "axes", "seed"]
+                 "channels", "pixel_size_um", "axes", "seed", "nuclei_labels", "cell_labels"]
+# Columns naming files besides ``path``: resolved against the sheet's folder as ``path`` is.
+FILE_COLUMNS = ("nuclei_labels", "cell_labels")
 
 
 class SheetError(InputError):
@@ -142,6 +144,11 @@ def load_sample_sheet(path, schema, *, check_paths: bool = True) -> pd.DataFrame
         if check_paths and raw and not (path.parent / raw).exists():
             problems.append(f"row {i + 2} (sample {row['sample']!r}), column 'path': "
                             f"{raw!r} does not exist (looked in {(path.parent / raw).resolve()})")
+        for column in FILE_COLUMNS:
+            given = row.get(column, "").strip()
+            if check_paths and given and not (path.parent / given).is_file():
+                problems.append(f"row {i + 2} (sample {row['sample']!r}), column {column!r}: {given!r} is "
+                                f"not a file (looked in {(path.parent / given).resolve()})")
         roles = CHANNEL_ROLES.get(row["modality"].strip(), ())
         for column, parser in (("channels", lambda v: parse_channels(v, roles=roles)),
                                ("pixel_size_um", parse_pixel_size)):
@@ -157,6 +164,8 @@ def load_sample_sheet(path, schema, *, check_paths: bool = True) -> pd.DataFrame
             sheet[column] = ""
     sheet = sheet.apply(lambda col: col.str.strip())
     sheet["path"] = [_display_path(path.parent.resolve() / p) for p in sheet["path"]]
+    for column in FILE_COLUMNS:
+        sheet[column] = [_display_path(path.parent.resolve() / p) if p else "" for p in sheet[column]]
     return sheet.set_index("sample", drop=False)
 
 

@@ -198,6 +198,8 @@ def all_outputs():
     if samples_of("bli"):
         tables.append(f"{RESULTS}/tables/timecourse.csv")
     plots = expand(f"{RESULTS}/plots/{{modality}}.png", modality=analysed_modalities())
+    if timelapse_samples():
+        plots.append(f"{RESULTS}/plots/msd.png")
     return tables + plots + [f"{RESULTS}/provenance/versions.json"]
 
 

@@ -34,6 +34,7 @@ for _index, _members in enumerate(still_batches()):
             channels=[_ROWS[s]["channels"] for s in _members],
             pixel_size_um=[_ROWS[s]["pixel_size_um"] for s in _members],
             axes=[_ROWS[s]["axes"] for s in _members],
+            labels=[[_ROWS[s]["nuclei_labels"], _ROWS[s]["cell_labels"]] for s in _members],
         log:
             f"logs/analyse_fluorescence/batch{_index}.log",
         benchmark:

@@ -13,6 +13,9 @@ rule track_fluorescence:
         tracks=f"{RESULTS}/fluorescence/{{sample}}/tracks.csv",
         track_summary=f"{RESULTS}/fluorescence/{{sample}}/track_summary.csv",
         cell_tracks=f"{RESULTS}/fluorescence/{{sample}}/cell_tracks.csv",
+        trackmate_spots=f"{RESULTS}/fluorescence/{{sample}}/trackmate_spots.csv",
+        trackmate_tracks=f"{RESULTS}/fluorescence/{{sample}}/trackmate_tracks.csv",
+        msd=f"{RESULTS}/fluorescence/{{sample}}/msd.csv",
         qc=report(
             f"{RESULTS}/qc/{{sample}}.png",
             caption="../report/qc_fluorescence.rst",
@@ -29,6 +32,7 @@ rule track_fluorescence:
         channels=lambda wildcards: [_ROWS[wildcards.sample]["channels"]],
         pixel_size_um=lambda wildcards: [_ROWS[wildcards.sample]["pixel_size_um"]],
         axes=lambda wildcards: [_ROWS[wildcards.sample]["axes"]],
+        labels=lambda wildcards: [[_ROWS[wildcards.sample][c] for c in ("nuclei_labels", "cell_labels")]],
     log:
         "logs/track_fluorescence/{sample}.log",
     benchmark:
@@ -40,3 +44,24 @@ rule track_fluorescence:
         runtime=lambda wildcards, attempt: int(10 + sample_raw_size_mb(wildcards)) * attempt,
     script:
         "../../scripts/analyse_fluorescence.py"
+
+
+# The MSD curves of the study's time-lapses, one per group (pooled over its samples' tracks).
+rule plot_msd:
+    input:
+        msd=[f"{RESULTS}/fluorescence/{s}/msd.csv" for s in timelapse_samples()],
+    output:
+        png=report(
+            f"{RESULTS}/plots/msd.png",
+            caption="../report/plot_msd.rst",
+            category="Plots",
+            labels={"modality": "fluorescence time-lapse MSD"},
+        ),
+        svg=f"{RESULTS}/plots/msd.svg",
+    params:
+        samples=timelapse_samples(),
+        groups=[_ROWS[s]["group"] for s in timelapse_samples()],
+    log:
+        "logs/plot_msd.log",
+    script:
+        "../../scripts/plot_msd.py"
