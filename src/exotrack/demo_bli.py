@@ -189,7 +189,8 @@ def simulate_acquisition(folder, mice: list[Mouse], *, exposure_s: float = 60.0,
                 f"Label={label};cm per pixel={sensor_cm:.12f};ROIColor=16711680;")
             inside = _inside(yy, xx, row.yc_cm, row.xc_cm, height, width_cm, angle)
             truth.loc[k - 1, "label"] = label
-            truth.loc[k - 1, "li_total_flux_p_s"] = 4 * np.pi * pixel_cm ** 2 * float_image[inside].sum()
+            if float_image is not None:
+                truth.loc[k - 1, "li_total_flux_p_s"] = 4 * np.pi * pixel_cm ** 2 * float_image[inside].sum()
             truth.loc[k - 1, "roi_flux_p_s"] = 4 * np.pi * pixel_cm ** 2 * radiance[inside].sum()
             truth.loc[k - 1, "source_flux_in_roi_p_s"] = 4 * np.pi * pixel_cm ** 2 * sources_only[inside].sum()
         analysed = text + "\n".join(lines) + "\n"
