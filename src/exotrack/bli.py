@@ -368,7 +368,7 @@ def _check_keys(blocks: dict, warnings: list) -> str | None:
     for kind in _IMAGE_KINDS:
         entries, _ = image_block(blocks, kind)
         for key in entries or {}:
-            if key.lower() not in _KNOWN_KEYS and _SUSPECT_KEY.search(key):
+            if key.lower() not in _KNOWN_KEYS and not key.lower().endswith(" image") and _SUSPECT_KEY.search(key):
                 unknown.add(key)
     if unknown:
         warnings.append(f"unknown key(s) {', '.join(sorted(unknown))} in the image blocks: not applied; check they "

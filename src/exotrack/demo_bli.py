@@ -309,7 +309,9 @@ def write_demo_acquisitions(directory, *, seed: int = 0) -> list[dict]:
 
     Settings vary across acquisitions (exposure, binning, f-number, ROIs from Living Image, from
     ``rois.csv`` or automatic); on day 21 mouse m2 is imaged twice with different settings, m1 once
-    more with an exposure that saturates the camera, and m4-m6 together in one acquisition.
+    more with an exposure that saturates the camera, and m4-m6 together in one acquisition. The
+    acquisitions with Living Image's ROIs, and m4-m6's, are laid out as Living Image 4.7 writes
+    them (see :func:`simulate_acquisition`); a ``rois.csv`` of ``label, roi`` names their ROIs.
     """
     directory = Path(directory)
     rows = []
@@ -330,10 +332,14 @@ def write_demo_acquisitions(directory, *, seed: int = 0) -> list[dict]:
                 if group == "exosome" and day == 21:
                     continue  # imaged together below
                 for sample, setting in acquisitions:
+                    source = sources[index % 3]
+                    real = dict(layout="living_image", fov_cm=13.2) if source == "living_image" else {}
                     truth = simulate_acquisition(
-                        directory / "ivis" / sample, [Mouse(mouse, tumor, node)], roi_source=sources[index % 3],
+                        directory / "ivis" / sample, [Mouse(mouse, tumor, node)], roi_source=source,
                         labels={"Animal Number": mouse[1:], "Time Point": f"day {day}"}, seed=seed * 1000 + 700 + index,
-                        **setting)
+                        **setting, **real)
+                    if real:
+                        truth[["label", "roi"]].to_csv(directory / "ivis" / sample / "rois.csv", index=False)
                     _truth(directory, sample, truth)
                     rows.append({"sample": sample, "modality": "bli", "group": group, "subject": mouse,
                                  "timepoint": day, "marker": "luciferase", "channels": "",
@@ -344,8 +350,9 @@ def write_demo_acquisitions(directory, *, seed: int = 0) -> list[dict]:
         rng = np.random.default_rng(seed * 1000 + 700 + 10 * (3 + m) + 2)
         together.append(Mouse(mouse, *_fluxes("exosome", 21, rng)))
     sample = "m4-m6_d21"
-    truth = simulate_acquisition(directory / "ivis" / sample, together, fov_cm=22.8, binning=4, exposure_s=10,
-                                 labels={"Animal Number": "4,5,6", "Time Point": "day 21"}, seed=seed * 1000 + 799)
+    truth = simulate_acquisition(directory / "ivis" / sample, together, fov_cm=22.4, binning=4, exposure_s=10,
+                                 labels={"Animal Number": "4,5,6", "Time Point": "day 21"}, seed=seed * 1000 + 799,
+                                 layout="living_image")
     _truth(directory, sample, truth)
     rows.append({"sample": sample, "modality": "bli", "group": "exosome", "subject": "m4;m5;m6", "timepoint": 21,
                  "marker": "luciferase", "channels": "", "path": f"ivis/{sample}"})
