@@ -178,6 +178,25 @@ def test_folders_without_living_image_radiance_still_get_bias_and_dark_charge(tm
     assert (gained[rois["roi_source"] == "AnalyzedClickInfo.txt"] > 0).all()
 
 
+def test_cosmic_ray_hits_are_removed_from_raw_counts(tmp_path):
+    folder, truth = _stored(tmp_path, seed=9)
+    (folder / bli.FLOAT_CORRECTED).unlink()
+    metrics, clean = _run(folder, tmp_path, "clean", subject="a;b;c;d;e")
+    # No bright source, however compact, is taken for a cosmic ray.
+    assert metrics["corrections"]["cosmic"].startswith("0 pixel(s) replaced"), metrics["corrections"]
+    counts = tifffile.imread(folder / "luminescent.TIF")
+    acq = bli.read_acquisition(folder)
+    hit = [r for r in acq.rois if r.name in ("ROI 4", "ROI 9")]  # the dimmest mouse's ROIs
+    for roi, (energy, extent) in zip(hit, [(3000, 1), (800, 2)]):
+        y, x = int(round(roi.yc)), int(round(roi.xc))
+        counts[y, x: x + extent] += energy  # a hit, and a grazing one over two pixels
+    tifffile.imwrite(folder / "luminescent.TIF", counts)
+    metrics, hit_rois = _run(folder, tmp_path, "hit", subject="a;b;c;d;e")
+    assert metrics["corrections"]["cosmic"].startswith("3 pixel(s) replaced")
+    # 3000 counts would add 9e4 p/s to ROI 4 (1e5 p/s); replaced, a pixel's noise remains.
+    np.testing.assert_allclose(hit_rois["total_flux_p_s"], clean["total_flux_p_s"], atol=2e3)
+
+
 def _edit(folder, change):
     for name in ("ClickInfo.txt", "AnalyzedClickInfo.txt"):
         (folder / name).write_text(change((folder / name).read_text()))

@@ -128,11 +128,12 @@ def test_demo_is_deterministic(tmp_path):
                        check=True, capture_output=True)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     # sheet; image and truth per sample
-    # IVIS folders: two text files and three TIFFs each (six in Living Image 4.7's layout: with
-    # readbias.TIF, background.TIF and luminescentFloatCorrected.TIF), some with rois.csv; truth: rois.csv each
+    # IVIS folders: two text files and three TIFFs each (five in Living Image 4.7's layout:
+    # readbias.TIF for readbiasonly.TIF, background.TIF, luminescentFloatCorrected.TIF), some with
+    # rois.csv; truth: rois.csv each
     ivis = [p for p in (tmp_path / "a" / "ivis").rglob("*") if p.is_file()]
     real = sum(p.name == "background.TIF" for p in ivis)
-    assert real >= 6 and len(ivis) == 5 * len(ACQUISITIONS) + 3 * real + sum(p.name == "rois.csv" for p in ivis)
+    assert real >= 6 and len(ivis) == 5 * len(ACQUISITIONS) + 2 * real + sum(p.name == "rois.csv" for p in ivis)
     assert len(files) == (1 + 4 * len(STILLS) + 4 + 2 + 3 * len(SECTIONS) + len(ivis) + len(ACQUISITIONS)
                           + 3 * len(VOLUMES))
     for rel in files:

@@ -45,7 +45,6 @@ ROI_COLUMNS = ["subject", "roi", "total_flux_p_s", "avg_radiance", "max_radiance
                "xc", "height", "width", "angle_deg", "roi_source", "source", "raw_calibration_error"]
 SPECIAL_ROIS = ("tumor", "lymph_node")
 FLOAT_CORRECTED = "luminescentFloatCorrected.TIF"
-DETECTION_SD = 3.0  # an ROI's detection limit: this many sd of its background flux
 
 DEFAULTS = {
     "radiance_tiff": None,  # plain radiance TIFFs: {"fov_cm": ...}
@@ -56,6 +55,7 @@ DEFAULTS = {
     "min_mouse_area_cm2": 2.0,
     "background_margin_cm": 1.0,
     "saturation_counts": None,
+    "detection_sd": 3.0,  # an ROI's detection limit: this many sd of its background flux
 }
 
 _COEF = re.compile(r"Coef C-ccd at FOV\s*([0-9.]+)\s*,\s*f\s*([0-9.]+)\s*:\s*([-+0-9.eE]+)")
@@ -356,6 +356,20 @@ def _register_photograph(photo: np.ndarray, shape, *, fov_cm: float, photo_fov_c
     return ndi.map_coordinates(smooth, [yy, xx], order=1, cval=float(np.median(border)))
 
 
+def remove_cosmic_rays(signal: np.ndarray, *, threshold_sd: float = 10.0, ratio: float = 5.0):
+    """Cosmic-ray hits replaced by the median of their eight neighbours: pixels that exceed it by
+    ``threshold_sd`` sd of the image's neighbour differences and are ``ratio`` times it (or its
+    noise). A source blurred over a pixel or more is never that much above its neighbours.
+    Returns the image and the number of pixels replaced."""
+    footprint = np.ones((3, 3), bool)
+    footprint[1, 1] = False
+    around = ndi.median_filter(signal, footprint=footprint, mode="nearest")
+    excess = signal - around
+    sd = 1.4826 * float(np.median(np.abs(excess - np.median(excess))))
+    hits = (excess > threshold_sd * sd) & (signal > ratio * np.maximum(around, sd))
+    return np.where(hits, around, signal), int(hits.sum())
+
+
 def _check_keys(blocks: dict, warnings: list) -> str | None:
     """Living Image's version; a warning for unknown keys of image blocks that may change what the
     counts mean, and for versions the reader was not built on."""
@@ -433,10 +447,14 @@ def read_acquisition(folder, *, saturation_counts: float | None = None) -> Acqui
     bias, corrections["read_bias"] = _read_bias(folder, blocks, lum, counts.shape, source=source, warnings=warnings)
     dark = _dark_charge(folder, blocks, lum, bias, exposure_s=exposure, binning=binning, shape=counts.shape,
                         source=source, warnings=warnings, corrections=corrections)
+    signal = counts - bias - dark
     for flag, what in (("Flat Field Corrected", "flat_field"), ("Cosmic Corrected", "cosmic")):
         done = read_number(lum, flag, "", block=block, source=source, default=0) == 1
         corrections[what] = "in luminescent.TIF" if done else "none in luminescent.TIF"
-    radiance = coefficient * (counts - bias - dark) / exposure / binning ** 2
+    if corrections["cosmic"] != "in luminescent.TIF":
+        signal, hits = remove_cosmic_rays(signal)
+        corrections["cosmic"] = f"{hits} pixel(s) replaced by their neighbours' median (exotrack)"
+    radiance = coefficient * signal / exposure / binning ** 2
     own, image_name = None, lum_path.name
     float_path = _find(folder, FLOAT_CORRECTED)
     if float_path is not None:
@@ -453,7 +471,8 @@ def read_acquisition(folder, *, saturation_counts: float | None = None) -> Acqui
         if not 0.5 < ratio < 2:  # flat field and cosmic corrections change radiance by tens of %, not x2
             warnings.append(f"{float_path.name} is {ratio:.3g} x exotrack's calibration of the raw counts on the "
                             "brightest pixels: is it radiance (p/s/cm²/sr)? It was measured as such")
-        corrections["flat_field"] = corrections["cosmic"] = f"by Living Image ({float_path.name})"
+        corrections["flat_field"] = f"by Living Image ({float_path.name})"
+        corrections["cosmic"] = f"by Living Image ({float_path.name}); raw counts: {corrections['cosmic']}"
         own, radiance, image_name = radiance, corrected, float_path.name
     photograph = None
     photo_block, photo_name = image_block(blocks, "photograph")
@@ -680,7 +699,7 @@ def stage_level(radiance: np.ndarray, mice: list[np.ndarray], *, pixel_cm: float
 
 
 def measure_rois(acq: Acquisition, rois: list[ROI], *, body: np.ndarray | None = None,
-                 stage: float = 0.0) -> pd.DataFrame:
+                 stage: float = 0.0, detection_sd: float = 3.0) -> pd.DataFrame:
     """``rois.csv``: per ROI total flux (``4π Σ L A_px``), mean and max radiance, area,
     background-corrected flux, its detection limit, and whether any pixel reached the camera's
     ceiling.
@@ -688,7 +707,7 @@ def measure_rois(acq: Acquisition, rois: list[ROI], *, body: np.ndarray | None =
     The background under an ROI is its linked background ROI's mean radiance (Living Image's
     ``Bkg ROI``) over the whole ROI; otherwise its mouse's ``background`` ROI's mean where the ROI
     covers ``body`` (every pixel without a body mask) and ``stage`` elsewhere. The detection limit
-    is ``DETECTION_SD`` sd of that background's flux over the ROI: pixel noise of the background
+    is ``detection_sd`` sd of that background's flux over the ROI: pixel noise of the background
     ROI over the ROI's pixels plus the uncertainty of the background's mean. An ROI whose
     corrected flux is below it is ``below_detection``, its corrected flux left empty.
     """
@@ -726,7 +745,7 @@ def measure_rois(acq: Acquisition, rois: list[ROI], *, body: np.ndarray | None =
         row["bkg_corrected_flux_p_s"] = total - 4 * np.pi * under * area_px
         if roi.kind != "background" and n_bg:
             n = mask.sum()
-            limit = DETECTION_SD * 4 * np.pi * area_px * sd * np.sqrt(n + n ** 2 / n_bg)
+            limit = detection_sd * 4 * np.pi * area_px * sd * np.sqrt(n + n ** 2 / n_bg)
             row["detection_limit_p_s"] = limit
             if row["bkg_corrected_flux_p_s"] < limit:
                 row["below_detection"], row["bkg_corrected_flux_p_s"] = True, np.nan
@@ -812,7 +831,7 @@ def analyse_acquisition(acq: Acquisition, *, rois: list[ROI] | None, subjects: l
         rois = auto
     body = np.any(mice, axis=0) if mice else None
     stage = stage_level(acq.radiance, mice, pixel_cm=pixel_cm, margin_cm=options["background_margin_cm"])
-    table = measure_rois(acq, rois, body=body, stage=stage)
+    table = measure_rois(acq, rois, body=body, stage=stage, detection_sd=options["detection_sd"])
     animals = []
     for subject in subjects:
         own = table[table["subject"] == subject]
