@@ -413,7 +413,9 @@ def read_acquisition(folder, *, saturation_counts: float | None = None) -> Acqui
     warnings: list[str] = []
     version = _check_keys(blocks, warnings)
     lum, lum_name = image_block(blocks, "luminescent")
-    if lum is None:
+    if lum is None and not any(image_block(blocks, kind)[0] for kind in _IMAGE_KINDS):
+        lum = blocks.get("")  # a file of one untitled block describes the luminescent image alone
+    if not lum:
         raise io.InputError(f"{source} has no luminescent image block ('*** luminescent image'): the exposure, "
                             "binning and f-number of luminescent.TIF are unknown")
     lum_path = _find(folder, lum_name or "luminescent.TIF") or _find(folder, "luminescent.TIF")
