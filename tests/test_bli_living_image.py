@@ -293,3 +293,11 @@ def test_living_image_roi_names_links_and_semicolon_roi_tables(tmp_path):
     expected = table.loc["ROI 1", "total_flux_p_s"] - 4 * np.pi * table.loc["ROI 5", "avg_radiance"] * table.loc[
         "ROI 1", "area_cm2"]
     assert table.loc["ROI 1", "bkg_corrected_flux_p_s"] == pytest.approx(expected)
+    # A Subject ROI link places an ROI on its mouse, though it lies nearer another.
+    text += (f"ROI 6:\tROI Type=Subject ROI;Subject ID=;Shape=Ellipse;Xc={14.93 / scale:.3f};Yc={11.2 / scale:.3f};"
+             f"Width={2.5 / scale:.3f};Height={7.2 / scale:.3f};Angle=0;Label=ROI 6;cm per pixel={scale:.12f};\n"
+             f"ROI 7:\tROI Type=Measurement;Subject ROI=ROI 6;Shape=Circle;Xc={10.5 / scale:.3f};Yc={11.2 / scale:.3f};"
+             f"Width={0.5 / scale:.3f};Height={0.5 / scale:.3f};Angle=0;Label=ROI 7;cm per pixel={scale:.12f};\n")
+    (folder / "AnalyzedClickInfo.txt").write_text(text)
+    _, rois = _run(folder, tmp_path, "subject_link", subject="a;b")
+    assert rois.set_index("roi").loc[["ROI 6", "ROI 7"], "subject"].tolist() == ["b", "b"]

@@ -784,10 +784,10 @@ def assign_subjects(rois: list[ROI], mice: list[np.ndarray], subjects: list[str]
     placed = {}
     for roi in rois:
         if roi.kind == "subject":
-            placed[roi.key or roi.name] = roi.subject or on(roi)
+            placed[roi.key] = placed[roi.name] = roi.subject or on(roi)
     out = []
     for roi in rois:
-        subject = roi.subject or placed.get(roi.key or roi.name) or placed.get(roi.subject_roi) or on(roi)
+        subject = roi.subject or placed.get(roi.subject_roi) or (placed[roi.key] if roi.kind == "subject" else on(roi))
         out.append(replace(roi, subject=subject))
     return out
 
