@@ -52,7 +52,8 @@ def test_living_image_rois_in_sensor_units_match_the_same_rois_in_pixels(tmp_pat
         simulate_acquisition(tmp_path / source, [Mouse("m1", 5e6, 1e6)], roi_source=source, binning=8, seed=1)
     _, from_csv = _run(tmp_path / "csv", tmp_path, "c", subject="m1")
     _, from_li = _run(tmp_path / "living_image", tmp_path, "l", subject="m1")
-    assert set(from_li["roi_source"]) == {"AnalyzedClickInfo.txt", "auto"} and set(from_li["source"]) == {"luminescent.TIF"}
+    assert set(from_li["roi_source"]) == {"AnalyzedClickInfo.txt", "auto"}
+    assert set(from_li["source"]) == {"luminescent.TIF"}
     np.testing.assert_allclose(from_li["area_cm2"], from_csv["area_cm2"], rtol=0.02)
     np.testing.assert_allclose(from_li["total_flux_p_s"][:2], from_csv["total_flux_p_s"][:2], rtol=0.01)
 

@@ -225,7 +225,8 @@ def test_reading_is_strict_and_says_what_is_wrong(tmp_path):
                              "the darkcharge image block has no 'Background Exposure (Seconds)' line"),
         "decimal_comma": (lambda t: t.replace("Luminescent Exposure (Seconds):\t40.000",
                                               "Luminescent Exposure (Seconds):\t40,000"), "with a decimal comma"),
-        "not_a_number": (lambda t: t.replace("f Number:\t1\n", "f Number:\tf/1\n"), "'f Number' is 'f/1', not a number"),
+        "not_a_number": (lambda t: t.replace("f Number:\t1\n", "f Number:\tf/1\n"),
+                         "'f Number' is 'f/1', not a number"),
     }
     for name, (change, message) in cases.items():
         folder = shutil.copytree(good, tmp_path / name)
