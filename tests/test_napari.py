@@ -53,10 +53,10 @@ def test_bli_radiance_over_the_photograph_with_rois(make_napari_viewer, demo_run
     rois = layers["ROIs"]
     assert set(rois.features["subject"].astype(str)) == {"m4", "m5", "m6"}
     assert len(rois.data) == len(rois.features) == 9  # tumour, node and background per mouse
-    # Both layers span the same 22.8 cm field, in mm.
+    # Both layers span the same 22.4 cm field, in mm.
     for name in ("photograph", "radiance (p/s/cm²/sr)"):
         extent = layers[name].data.shape[-1] * layers[name].scale[-1]
-        assert extent == pytest.approx(228.0)
+        assert extent == pytest.approx(224.0)
     shot = _shot(viewer)
     assert (np.ptp(shot, axis=-1) > 100).mean() > 0.005  # the turbo-coloured hotspots
 

@@ -135,9 +135,12 @@ def test_demo_is_deterministic(tmp_path):
                        check=True, capture_output=True)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     # sheet; image and truth per sample
-    # IVIS folders: two text files and three TIFFs each, some with rois.csv; truth: rois.csv each
+    # IVIS folders: two text files and three TIFFs each (five in Living Image 4.7's layout:
+    # readbias.TIF for readbiasonly.TIF, background.TIF, luminescentFloatCorrected.TIF), some with
+    # rois.csv; truth: rois.csv each
     ivis = [p for p in (tmp_path / "a" / "ivis").rglob("*") if p.is_file()]
-    assert len(ivis) == 5 * len(ACQUISITIONS) + sum(p.name == "rois.csv" for p in ivis)
+    real = sum(p.name == "background.TIF" for p in ivis)
+    assert real >= 6 and len(ivis) == 5 * len(ACQUISITIONS) + 2 * real + sum(p.name == "rois.csv" for p in ivis)
     assert len(files) == (1 + 4 * len(STILLS) + 4 + 2 + 3 * len(SECTIONS) + len(ivis) + len(ACQUISITIONS)
                           + 3 * len(VOLUMES))
     for rel in files:
@@ -246,7 +249,8 @@ def _bli_errors(run):
         rois = pd.read_csv(run / "results" / "bli" / sample / "rois.csv")
         truth = pd.read_csv(run / "demo" / "truth" / sample / "rois.csv")
         rows.append(rois.merge(truth[["subject", "roi", "total_flux_p_s"]], on=["subject", "roi"],
-                               suffixes=("", "_true")).assign(sample=sample))
+                               suffixes=("", "_true")).assign(sample=sample, group="PBS" if sample[1] in "123"
+                                                              else "exosome"))
     table = pd.concat(rows, ignore_index=True)
     for column in ("total_flux_p_s", "bkg_corrected_flux_p_s"):
         table[f"{column}_error"] = table[column] / table["total_flux_p_s_true"] - 1
@@ -255,19 +259,34 @@ def _bli_errors(run):
 
 def test_bli_flux_against_ground_truth(demo_run):
     table = _bli_errors(demo_run)
-    assert set(table["source"]) == {"rois.csv", "AnalyzedClickInfo.txt", "auto"}
+    assert set(table["roi_source"]) == {"rois.csv", "AnalyzedClickInfo.txt", "auto"}
+    assert set(table["source"]) == {"luminescent.TIF", "luminescentFloatCorrected.TIF"}
     assert table.loc[table["sample"] == "m1_d21_long", "saturated"].any()
     ok = table[~table["saturated"]]
-    given = ok[ok["source"] != "auto"]
-    auto = ok[ok["source"] == "auto"]
-    tumours = given[given["roi"] == "tumor"]
-    assert (tumours["total_flux_p_s_error"].abs() <= 0.02).all(), tumours
-    # Lymph nodes sit on the body's autoluminescence: their background-corrected flux is the
-    # measure, where the node outshines it (flux >= 1e6 p/s).
-    nodes = given[(given["roi"] == "lymph_node") & (given["total_flux_p_s_true"] >= 1e6)]
-    assert len(nodes) >= 2 and (nodes["bkg_corrected_flux_p_s_error"].abs() <= 0.02).all(), nodes
-    bright = auto[(auto["roi"] == "tumor") | (auto["total_flux_p_s_true"] >= 2e5)]
-    assert len(bright) >= 10 and (bright["bkg_corrected_flux_p_s_error"].abs() <= 0.10).all(), bright
+    # Every ROI of every acquisition is checked: none may be lost in the merge with the truth.
+    assert len(ok) == 2 * (len(ACQUISITIONS) + 2) - 1
+    given = ok[ok["roi_source"] != "auto"]
+    auto = ok[ok["roi_source"] == "auto"]
+    # Total flux includes the body's autoluminescence under the ROI (~4e4 p/s over a tumour's):
+    # within 2 % of the source where that is below 1 %; every ROI is checked corrected below.
+    tumours = given[(given["roi"] == "tumor") & (given["total_flux_p_s_true"] >= 5e6)]
+    assert len(tumours) >= 6 and (tumours["total_flux_p_s_error"].abs() <= 0.02).all(), tumours
+    # Background-corrected flux, every ROI: from 1e6 p/s within 2 % (given ROIs; measured <= 1.5 %)
+    # or 10 % (automatic; measured <= 8.2 %); dimmer ones (the PBS nodes) within 20 %; any of them
+    # may instead be within its own noise (the 3-sd detection limit: a 5 s, f/4 exposure's is 2e6
+    # p/s), or flagged below detection; never negative.
+    detected = ok[~ok["below_detection"]]
+    assert (detected["bkg_corrected_flux_p_s"] > 0).all()
+    assert ok.loc[ok["below_detection"], "bkg_corrected_flux_p_s"].isna().all()
+    bright = detected["total_flux_p_s_true"] >= 1e6
+    share = np.where(detected["roi_source"] == "auto", 0.10, 0.02)
+    error = (detected["bkg_corrected_flux_p_s"] - detected["total_flux_p_s_true"]).abs()
+    allowed = np.maximum(share * detected["total_flux_p_s_true"], detected["detection_limit_p_s"])
+    assert bright.sum() >= 20 and (error[bright] <= allowed[bright]).all(), detected[bright]
+    dim = detected[~bright]
+    miss = (dim["bkg_corrected_flux_p_s"] - dim["total_flux_p_s_true"]).abs()
+    assert len(dim) >= 6 and (dim["group"] == "PBS").sum() >= 4
+    assert (miss <= np.maximum(0.2 * dim["total_flux_p_s_true"], dim["detection_limit_p_s"])).all(), dim
 
 
 def test_bli_timecourse_and_growth_curves(demo_run):
