@@ -35,8 +35,8 @@ def test_stain_vectors_are_estimated_from_the_slide():
     section = simulate_section(fractions=(0.2, 0.15, 0.1), stain_vectors=(hema, dab), seed=3)
     od = h.optical_density(section.image.astype(np.float32), np.array([242.0, 240.0, 236.0]))
     found_h, found_dab = h.estimate_stain_vectors(od[section.tissue])
-    assert h._angle_deg(found_h, hema) < 4 and h._angle_deg(found_dab, dab) < 4
-    assert h._angle_deg(found_h, h.HEMATOXYLIN) > 6  # the defaults would have been wrong
+    assert h.angle_deg(found_h, hema) < 4 and h.angle_deg(found_dab, dab) < 4
+    assert h.angle_deg(found_h, h.HEMATOXYLIN) > 6  # the defaults would have been wrong
     # A slide with one stain only: no second stain to find, the defaults stay.
     plain = simulate_section(fractions=(0, 0, 0), stain_vectors=(h.HEMATOXYLIN, h.HEMATOXYLIN), seed=4)
     od = h.optical_density(plain.image.astype(np.float32), np.array([242.0, 240.0, 236.0]))
