@@ -230,7 +230,7 @@ def deconvolve(od: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return (od.reshape(-1, 3) @ np.linalg.inv(matrix)).reshape(od.shape).astype(np.float32)
 
 
-def estimate_stain_vectors(od: np.ndarray, *, min_od: float = 0.15, percentile: float = 1.0):
+def estimate_stain_vectors(od: np.ndarray, *, min_od: float = 0.5, percentile: float = 1.0):
     """Hematoxylin and DAB vectors of a slide by Macenko's method, from optical densities
     ``(n, 3)`` of tissue pixels.
 
@@ -439,17 +439,26 @@ def marker_compartment(marker: str, options: dict) -> tuple[str, str]:
 
 
 def measure_cells(nuclear: np.ndarray, marker: np.ndarray, tissue: np.ndarray, *, pixel_size_um: float,
-                  nucleus_diameter_um: float, cell_expansion_um: float, compartment: str) -> pd.DataFrame:
+                  nucleus_diameter_um: float, cell_expansion_um: float, compartment: str,
+                  drop_marker_dominated: bool = False) -> pd.DataFrame:
     """Cells of one region: nuclei on ``nuclear`` inside ``tissue``, cells grown from them, the
     mean of ``marker`` in each cell's ``compartment``: ``nucleus``, ``cytoplasm`` (the cell
     outside its nucleus), ``membrane`` (the cytoplasm's outer micrometre) or ``cell`` (all of
-    it); a cell whose compartment is empty falls back to the whole cell.
+    it); a cell whose compartment is empty falls back to the whole cell. With
+    ``drop_marker_dominated`` (brightfield, marker outside the nucleus), "nuclei" whose mean
+    marker is over twice their mean nuclear stain are dropped: they are dark DAB membranes whose
+    colour leaks into the hematoxylin channel, not nuclei.
 
     Returns a table with ``y, x`` (nucleus centre, pixels), ``area_um2``, ``nucleus_area_um2``
     and ``marker_mean``.
     """
     nuclei = detect_nuclei(np.where(tissue, nuclear, 0).astype(np.float32), pixel_size_um=pixel_size_um,
                            nucleus_diameter_um=nucleus_diameter_um)
+    if drop_marker_dominated and nuclei.max():
+        index = np.arange(int(nuclei.max()) + 1)
+        dominated = np.asarray(ndi.mean(marker, nuclei, index)) > 2 * np.asarray(ndi.mean(nuclear, nuclei, index))
+        dominated[0] = False
+        nuclei = np.where(dominated[nuclei], 0, nuclei)
     cells = segmentation.expand_labels(nuclei, distance=cell_expansion_um / pixel_size_um)
     n = int(cells.max())
     if n == 0:
@@ -493,6 +502,7 @@ class Overview:
     compartment: str = "cytoplasm"  # where the marker is measured
     dab_cap: float = np.inf  # brightfield, nuclear marker: DAB's cap in the nucleus channel
     nucleus_diameter_um: float = 7.0  # measured on the section (the config's where it cannot be)
+    cell_expansion_um: float = 5.0  # measured on the stained cells (the config's where it cannot be)
     warnings: list = field(default_factory=list)
 
 
@@ -554,12 +564,13 @@ def _channels_of(region: np.ndarray, view: Overview, roles):
     return region[..., roles["nuclei"]], (region[..., roles["marker"]] - view.dark) / view.background
 
 
-def _calibrate(section: Section, view: Overview, roles, *, pixel_size_um: float, options: dict) -> None:
+def _calibrate(section: Section, view: Overview, roles, *, pixel_size_um: float, options: dict,
+               thresholds) -> None:
     """Measure on the most tissue-rich field (up to 1024² pixels at full resolution) what the
     analysis needs at the nuclei's scale: the hematoxylin level of a nucleus (which caps DAB in
     the nucleus channel) and the nucleus diameter (two rounds, starting from the config's)."""
     prior = float(options["nucleus_diameter_um"])
-    view.nucleus_diameter_um = prior
+    view.nucleus_diameter_um, view.cell_expansion_um = prior, float(options["cell_expansion_um"])
     side, f = 1024, view.factor
     density = ndi.uniform_filter(view.tissue.astype(np.float32), max(side // f, 1), mode="constant")
     cy, cx = np.unravel_index(np.argmax(density), density.shape)
@@ -591,6 +602,49 @@ def _calibrate(section: Section, view: Overview, roles, *, pixel_size_um: float,
     if not prior / 1.5 <= found <= prior * 1.5:
         view.warnings.append(f"nuclei measure {found:.1f} µm across, the config expects {prior:g} µm: "
                              f"is the pixel size ({pixel_size_um:g} µm) right?")
+    if view.compartment != "nucleus":
+        _, marker = _channels_of(region, view, roles)
+        found = cell_extent(labels, marker, np.asarray(tissue), pixel_size_um=pixel_size_um,
+                            threshold=float(thresholds[0]))
+        if found is not None:
+            view.cell_expansion_um = found
+
+
+def cell_extent(nuclei: np.ndarray, marker: np.ndarray, tissue: np.ndarray, *, pixel_size_um: float,
+                threshold: float, reach_um: float = 8.0, min_cells: int = 10) -> float | None:
+    """How far the stained cells reach beyond their nucleus (µm), from the marker's radial profile.
+
+    Without a membrane stain the cell border is not seen, and a fixed expansion either cuts a
+    large cell's cytoplasm or dilutes a small one's with unstained stroma. The cells that are
+    clearly stained (the mean over their first 1.5 µm above ``threshold``) show where the
+    cytoplasm ends: the marker's mean at each distance from the nucleus falls, past the membrane,
+    to the unstained tissue's level. The extent is the last distance at which it is still above
+    halfway between that level and the profile's peak. ``None`` when fewer than ``min_cells``
+    cells are stained, or when the profile does not fall within ``reach_um`` (stained cells
+    packed edge to edge, as in epithelium: their borders are where they meet).
+    """
+    territory = segmentation.expand_labels(nuclei, distance=reach_um / pixel_size_um) * tissue
+    distance = ndi.distance_transform_edt(nuclei == 0) * pixel_size_um
+    outside = (territory > 0) & (nuclei == 0)
+    n = int(nuclei.max())
+    near = outside & (distance <= 1.5)
+    sums = np.bincount(territory[near], weights=marker[near], minlength=n + 1)
+    counts = np.bincount(territory[near], minlength=n + 1)
+    stained = (counts > 0) & (sums > threshold * np.maximum(counts, 1))
+    stained[0] = False
+    if stained.sum() < min_cells:
+        return None
+    chosen = outside & stained[territory]
+    step = max(pixel_size_um, 0.25)
+    bins = np.minimum((distance[chosen] / step).astype(int), int(reach_um / step))
+    profile = np.bincount(bins, weights=marker[chosen]) / np.maximum(np.bincount(bins), 1)
+    unstained = float(np.median(marker[outside & ~stained[territory]])) if (outside & ~stained[territory]).any() \
+        else float(np.percentile(marker[tissue], 10))
+    peak = float(profile.max())
+    above = np.flatnonzero(profile > unstained + 0.5 * (peak - unstained))
+    if not above.size or above.max() >= len(profile) - 2:
+        return None
+    return float(max((above.max() + 1) * step, 1.0))
 
 
 def analyse_section(section: Section, *, roles: dict[str, int] | None = None, pixel_size_um: float,
@@ -610,10 +664,10 @@ def analyse_section(section: Section, *, roles: dict[str, int] | None = None, pi
                              "(set histology.compartments to say where it lives)")
     thresholds = options["dab_thresholds"] if section.brightfield else options["fluorescence_thresholds"]
     if view.tissue.any():
-        _calibrate(section, view, roles, pixel_size_um=pixel_size_um, options=options)
-    diameter = view.nucleus_diameter_um
+        _calibrate(section, view, roles, pixel_size_um=pixel_size_um, options=options, thresholds=thresholds)
+    diameter, expansion = view.nucleus_diameter_um, view.cell_expansion_um
     tile = int(options["tile_px"])
-    margin = math.ceil((diameter + 2 * options["cell_expansion_um"]) / pixel_size_um)
+    margin = math.ceil((diameter + 2 * expansion) / pixel_size_um)
     pixel_sigma = max(0.5 / pixel_size_um, 0.5)  # positive pixels: marker smoothed over ~0.5 µm
     tables, positive_px, tissue_px = [], 0, 0
     f = view.factor
@@ -626,7 +680,8 @@ def analyse_section(section: Section, *, roles: dict[str, int] | None = None, pi
         tissue = view.tissue[np.arange(ry0, ry1)[:, None] // f, np.arange(rx0, rx1)[None, :] // f]
         nuclear, stain = _channels_of(region, view, roles)
         cells = measure_cells(nuclear, stain, tissue, pixel_size_um=pixel_size_um, nucleus_diameter_um=diameter,
-                              cell_expansion_um=options["cell_expansion_um"], compartment=view.compartment)
+                              cell_expansion_um=expansion, compartment=view.compartment,
+                              drop_marker_dominated=view.matrix is not None and view.compartment != "nucleus")
         cells["y"] += ry0
         cells["x"] += rx0
         inside = cells["y"].between(y0 - 0.5, y1 - 0.5, inclusive="left") & cells["x"].between(
@@ -740,6 +795,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, marker: s
                **{k: _plain(row[k]) for k in SUMMARY_COLUMNS if k != "marker"},
                "marker": marker, "compartment": view.compartment,
                "nucleus_diameter_um": round(view.nucleus_diameter_um, 2),
+               "cell_expansion_um": round(view.cell_expansion_um, 2),
                "pixel_size_um": size, "shape_yx": list(section.shape),
                "kind": "brightfield" if section.brightfield else "fluorescence",
                "stain_vectors": view.stain_source or None,
