@@ -202,7 +202,8 @@ def test_compartment_follows_the_marker_and_the_config():
     assert h.marker_compartment("CD206", {})[0] == "cytoplasm"
     assert h.marker_compartment("NOS2", {})[0] == "cytoplasm"
     assert h.marker_compartment("CD-3", {})[0] == "membrane"
-    assert h.marker_compartment("Ki67", {"compartments": {"ki-67": "cell"}}) == ("cell", "config (histology.compartments)")
+    assert h.marker_compartment("Ki67", {"compartments": {"ki-67": "cell"}}) == (
+        "cell", "config (histology.compartments)")
     assert h.marker_compartment("Ki67", {"compartment": "cytoplasm"})[0] == "cytoplasm"
     assert h.marker_compartment("XYZ1", {}) == ("cytoplasm", "unknown marker")
 
@@ -247,6 +248,8 @@ def test_colour_input_checks(tmp_path):
                                pixel_size_um="0.5", marker="CD206")
     assert metrics["status"] == "ok" and metrics["kind"] == "brightfield", metrics["status"]
     assert metrics["positive_pct"] == pytest.approx(seen["rgb"]["positive_pct"], abs=1.0)
+    qc_image = np.asarray(Image.open(tmp_path / "w" / "qc.png"))
+    assert np.median(qc_image) < 230  # the section is shown, not a white 16-bit overflow (255)
 
 
 def test_too_small_a_section_is_not_scored(tmp_path):

@@ -12,8 +12,8 @@ marker name unless the config says otherwise), and each cell classed negative, 1
 thresholds on that mean. Nuclei are found whether DAB-stained or not: for a nuclear marker the
 nucleus channel is hematoxylin or DAB, whichever is stronger, with DAB capped at a hematoxylin
 nucleus's level so that dark brown nuclei neither hide nor outshine the pale blue ones; the
-nucleus size is measured on the section (the config's value is the starting guess). From the classes: positive %, positive cells per mm² of tissue
-and the H-score (``1·%1+ + 2·%2+ + 3·%3+``, 0-300).
+nucleus size is measured on the section (the config's value is the starting guess). From the
+classes: positive %, positive cells per mm² of tissue and the H-score (``1·%1+ + 2·%2+ + 3·%3+``, 0-300).
 
 Whole slides are read tile by tile (pyramidal TIFF / OME-TIFF through tifffile's Zarr store), so
 memory is bounded by the tile size, not the slide: one pass builds a thumbnail (tissue mask,
@@ -35,7 +35,6 @@ from skimage import filters, morphology, segmentation
 
 from . import io, qc
 from .background import background_surface, block_reduce_mean, pixel_noise
-from .segmentation import segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
 
 # QuPath's "H-DAB default" stain vectors (optical density per R, G, B, unit length).
@@ -788,7 +787,10 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, marker: s
     io.write_table(summary, outputs["summary"])
     title = (f"{sample} {marker}: {row['n_cells']:.0f} cells, {row['positive_pct']:.1f}% positive, "
              f"{row['positive_cells_per_mm2']:.0f}/mm², H-score {row['h_score']:.0f}")
-    overlay = qc.histology_overlay(view.image, view.tissue, cells, factor=view.factor,
+    shown = view.image
+    if section.brightfield and section.dtype.itemsize > 1:  # a 16-bit RGB section shown on 8 bits
+        shown = view.image * (255.0 / _camera_white(view.image, section.dtype))
+    overlay = qc.histology_overlay(shown, view.tissue, cells, factor=view.factor,
                                    brightfield=section.brightfield, roles=roles, title=title)
     io.write_png(qc.with_warnings(overlay, warnings), outputs["qc"])
     metrics = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path),
