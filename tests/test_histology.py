@@ -165,7 +165,7 @@ def test_real_ihc_images_through_the_workflow(tmp_path):
 
 # Measured on seeds 0-11: |positive % error| <= 2.6 points, |H-score error| <= 21.8 % (seed 7: a
 # dense cytoplasmic section without bare glass, whose light level and so DAB vector are estimated
-# from tissue; with the true light the error is 8 %), detection F1 >= 0.98.
+# from tissue; given the true stain vectors its error is 8 %), detection F1 >= 0.98.
 FAMILY_SEEDS = range(12)
 
 
