@@ -45,7 +45,7 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFra
         found = by_sample.get(row["sample"])
         if found is None:
             record["status"] = (f"not analysed: modality {row['modality']!r} is not supported by this version"
-                                if row["modality"] not in HEADLINE else "error: no result was produced")
+                                if row["modality"] not in HEADLINE else "error: analysis did not finish (killed: out of memory or time limit?)")
             rows.append(record)
             continue
         animals = found.get("animals") or [found]
@@ -64,6 +64,8 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFra
     # Empty sheet cells are missing values, in the CSV and the Parquet copy alike.
     table[ID_COLUMNS] = table[ID_COLUMNS].replace("", np.nan)
     table["timepoint"] = pd.to_numeric(table["timepoint"], errors="coerce")
+    # metrics.json writes a missing value as null (strict JSON): a number column all the same.
+    table[all_metrics()] = table[all_metrics()].apply(pd.to_numeric, errors="coerce")
     return table
 
 
