@@ -1,10 +1,9 @@
 # Validation of the config and the sample sheet, and input functions shared by the rules.
 import functools
 import re
+import sys
 import threading
 from pathlib import Path
-
-from snakemake.exceptions import WorkflowError
 
 from exotrack import io as exo_io
 from exotrack import sheet as exo_sheet
@@ -30,7 +29,10 @@ def _load():
                                            "the thresholds for 1+, 2+ and 3+ must be in ascending order")
         return validated, exo_sheet.load_sample_sheet(sheet_path, SCHEMAS / "samples.schema.yaml")
     except exo_sheet.SheetError as exc:
-        raise WorkflowError(str(exc)) from None
+        # Said in words and nothing else: a WorkflowError would be followed by Snakemake's
+        # "File ...common.smk, line ..." lines, which point at our code, not the user's input.
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 _validated, samples = _load()
@@ -193,12 +195,29 @@ def qc_decisions():
     return [str(path)] if path.exists() else []
 
 
+def per_sample_outputs():
+    """Every output of every sample's analysis (tables, label images, QC images, metrics).
+
+    All are targets, not only what the study level reads: a deleted ``cells.csv`` or QC image is
+    then rebuilt by the next run instead of "Nothing to be done". Called once the rules exist.
+    """
+    per_sample = {"track_fluorescence": timelapse_samples(), "analyse_histology": samples_of("histology"),
+                  "analyse_bli": samples_of("bli"), "analyse_photoacoustic": samples_of("photoacoustic")}
+    files = []
+    for name, members in per_sample.items():
+        if members:
+            files += expand([str(f) for f in getattr(rules, name).output], sample=members)
+    for index in range(len(still_batches())):
+        files += [str(f) for f in getattr(rules, f"analyse_fluorescence_batch{index}").output]
+    return files
+
+
 def all_outputs():
     tables = [f"{RESULTS}/tables/{name}.csv" for name in ("samples", "subjects", "groups")]
     if samples_of("bli"):
         tables.append(f"{RESULTS}/tables/timecourse.csv")
     plots = expand(f"{RESULTS}/plots/{{modality}}.png", modality=analysed_modalities())
-    return tables + plots + [f"{RESULTS}/provenance/versions.json"]
+    return tables + plots + [f"{RESULTS}/provenance/versions.json"] + per_sample_outputs()
 
 
 def cancel_rescheduling_timers():
