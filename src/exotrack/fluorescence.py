@@ -490,6 +490,8 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
             summary["frac_inside_cell"], summary["location"] = np.nan, ""
         rows.append(summary)
     summary = pd.DataFrame(rows, columns=TRACK_SUMMARY_COLUMNS)
+    # A track is what lasts min_track_length frames, however bright: n_tracks counts these rows.
+    summary = summary[summary["n_frames"] >= options["min_track_length"]].reset_index(drop=True)
     return puncta, tracks.drop(columns="where"), summary
 
 
