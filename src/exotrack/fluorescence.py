@@ -580,8 +580,9 @@ def timelapse_metrics(track_summary, cell_tracks) -> dict:
     """Per-sample movie headline: tracks, their median diffusion coefficient, the percentage of
     tracks that live inside cells, and how fast cells migrate (tracks of 5 frames or more)."""
     out = dict.fromkeys(TIMELAPSE_HEADLINE, np.nan)
-    if track_summary is not None and len(track_summary):
+    if track_summary is not None:
         out["n_tracks"] = len(track_summary)
+    if track_summary is not None and len(track_summary):
         out["median_diffusion_um2_s"] = float(track_summary["diffusion_um2_s"].median())
         located = track_summary["location"].astype(str)
         if (located != "").any():

@@ -279,6 +279,19 @@ def _available_memory() -> int | None:
     return None
 
 
+def _check_complete(tif: tifffile.TiffFile, series, path: Path) -> None:
+    """Refuse a file cut short: its pages' data run past its end, or its OME-XML (written last)
+    is missing from a file named OME-TIFF."""
+    size = path.stat().st_size
+    end = max((o + n for page in series.pages if page is not None
+               for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
+    if end > size:
+        raise unreadable(path, "TIFF image", ValueError(f"its pixel data run to byte {end}, past the file's end "
+                                                        f"at {size}"))
+    if path.name.lower().endswith((".ome.tif", ".ome.tiff")) and not tif.is_ome:
+        raise unreadable(path, "TIFF image", ValueError("named OME-TIFF, it holds no OME metadata"))
+
+
 def _check_pages_named(file_axes: str, shape, axes: str | None, path: Path) -> None:
     """A multi-page TIFF that does not say what its pages are (``I``: no metadata at all) could be
     a movie, channels or a z stack; guessing would give a number for the wrong experiment."""
@@ -312,6 +325,7 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
     try:
         with tifffile.TiffFile(path) as tif:
             series = _one_series(tif, path)
+            _check_complete(tif, series, path)
             _check_pages_named(series.axes, series.shape, axes, path)
             _check_declared_size(series, path)
             names, sizes, interval = tiff_metadata(tif)
