@@ -6,9 +6,13 @@ Each bad sample must end with a ``status`` that names the problem in words (no t
 and configuration errors are in ``test_workflow_errors.py``: they stop the run before any job.
 """
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -364,7 +368,8 @@ def test_corpus_leaves_no_partial_files(corpus_run):
 
 
 def test_file_vanishing_between_planning_and_running(tmp_path):
-    """Planning sees every file; the bad ones are deleted once the first job has started."""
+    """Planning sees every file; the bad ones are deleted while the first job (``stays``, alone
+    on one core) is held stopped, so that no other job can have read its file yet."""
     rows = []
     for modality, writer, name in [("fluorescence", _good_fluorescence, "f.ome.tif"),
                                    ("histology", _good_section, "h.tif"),
@@ -379,19 +384,39 @@ def test_file_vanishing_between_planning_and_running(tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
            "--configfile", str(REPO / "config.yaml"), "--cores", "1", "--config", "samples=samples.tsv",
            "batch_size=1", "--prioritize", "results/fluorescence/stays/metrics.json"]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
-        log = []
-        for line in process.stdout:
-            log.append(line)
-            if "rule analyse_fluorescence_batch0:" in line:  # the first job (stays alone) has started
-                break
-        for row in rows[1:]:
-            path = tmp_path / row["path"]
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        log.extend(process.stdout)
-        assert process.wait(timeout=600) == 0, "".join(log)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True) as process:
+        job = _first_job(process, "analyse_fluorescence.py")
+        os.kill(job, signal.SIGSTOP)  # the only job running: nothing else starts while it is held
+        try:
+            assert not (tmp_path / "results" / "fluorescence" / "stays" / "metrics.json").exists()
+            # No other job has started (stays is batch 0, the first field of the sheet).
+            assert not [p for p in (tmp_path / "logs").rglob("*.log") if p.name != "batch0.log"]
+            for row in rows[1:]:
+                path = tmp_path / row["path"]
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        finally:
+            os.kill(job, signal.SIGCONT)
+        log = process.communicate(timeout=600)[0]
+        assert process.returncode == 0, log
     table = pd.read_csv(tmp_path / "results" / "tables" / "samples.csv").set_index("sample")
     assert table.loc["stays", "status"] == "ok"
     for row in rows[1:]:
         status = table.loc[row["sample"], "status"]
         assert status.startswith("error: ") and "not found" in status and row["path"] in status, status
+
+
+def _first_job(process, script, timeout=600):
+    """The pid of the first process of the run ``process`` (its session) running ``script``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        for entry in os.listdir("/proc"):
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+                if stat and int(stat.rsplit(")", 1)[1].split()[3]) == process.pid and script in Path(
+                        f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                    return int(entry)
+            except OSError:
+                continue
+        time.sleep(0.005)
+    raise AssertionError(f"no {script} job started:\n{process.stdout.read()[-4000:]}")

@@ -105,3 +105,9 @@ def test_reruns_recompute_exactly_what_changed(demo_copy):
         image.write_bytes(original)
         os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert planned_jobs(work) == {}
+    # Per-sample outputs that nothing downstream reads, deleted: their jobs are planned again
+    # (before: "Nothing to be done", as only metrics.json and the study tables were targets).
+    for path in ("histology/m1_CD206/cells.csv", "fluorescence/pbs_w1/labels.tif", "qc/m2_NOS2.png"):
+        (work / "results" / path).unlink()
+    assert planned_jobs(work) == {"analyse_histology": 2, "analyse_fluorescence_batch0": 1, "summarise_study": 1,
+                                  "record_provenance": 1, "all": 1}
