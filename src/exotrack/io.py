@@ -245,7 +245,8 @@ def _check_declared_size(series, path: Path) -> None:
     declared = int(np.prod(series.shape, dtype=np.float64)) * np.dtype(series.dtype).itemsize
     stored = path.stat().st_size
     compressed = series.keyframe.compression != 1
-    if not compressed and declared > stored:
+    one_file = all(page is None or page.parent is series.parent for page in series.pages)
+    if not compressed and one_file and declared > stored:
         raise InputError(f"cannot read {path.name} as a TIFF image: its header declares "
                          f"{_shape_words(series)} uncompressed ({_gib(declared)}), but the file is only "
                          f"{_gib(stored)}: it is damaged or incomplete (an interrupted copy?)")
@@ -283,7 +284,8 @@ def _check_complete(tif: tifffile.TiffFile, series, path: Path) -> None:
     """Refuse a file cut short: its pages' data run past its end, or its OME-XML (written last)
     is missing from a file named OME-TIFF."""
     size = path.stat().st_size
-    end = max((o + n for page in series.pages if page is not None
+    # Pages of this file only: an OME dataset may keep other pages in other files.
+    end = max((o + n for page in series.pages if page is not None and page.parent is tif
                for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
     if end > size:
         raise unreadable(path, "TIFF image", ValueError(f"its pixel data run to byte {end}, past the file's end "
