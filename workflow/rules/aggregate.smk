@@ -54,4 +54,3 @@ rule record_provenance:
         "logs/record_provenance.log",
     script:
         "../../scripts/record_provenance.py"
-
