@@ -32,3 +32,4 @@ onsuccess:
 
 onerror:
     cancel_rescheduling_timers()
+    write_study_from_finished()

@@ -5,8 +5,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Hypothesis: in CI the same examples every run (derandomized, no example database), so that a
+# red run is reproducible; locally random, its database under .pytest_cache, not the repo root.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", database=DirectoryBasedExampleDatabase(REPO / ".pytest_cache" / "hypothesis"))
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -34,9 +42,23 @@ def planned_jobs(workdir, *args):
 
 
 def shared(name):
+    """A real image of ../shared/data. Absent, its test is skipped, except in CI (``CI`` set),
+    where ../shared is beside the clone: there a missing image fails the test, so that real-data
+    tests cannot vanish from a green run."""
+    path = shared_if_present(name)
+    if path is None:
+        pytest.skip(f"real image {name} not available (expected in {SHARED_DATA})")
+    return path
+
+
+def shared_if_present(name):
+    """The real image's path, or ``None`` where it is absent (never in CI: there it fails)."""
     path = SHARED_DATA / name
     if not path.exists():
-        pytest.skip(f"real image {name} not available (expected in {SHARED_DATA})")
+        if os.environ.get("CI"):
+            pytest.fail(f"real image {name} not found in {SHARED_DATA}: CI must have ../shared/data "
+                        "beside the clone")
+        return None
     return path
 
 

@@ -5,9 +5,14 @@ Each bad sample must end with a ``status`` that names the problem in words (no t
 "analysis failed"), its QC image must say so, and every good sample must finish as if alone. Sheet
 and configuration errors are in ``test_workflow_errors.py``: they stop the run before any job.
 """
+import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +20,7 @@ import pytest
 import tifffile
 
 from conftest import REPO, run_snakemake
-from exotrack.demo import CHANNELS, simulate_uptake_field
+from exotrack.demo import CHANNELS, simulate_movie, simulate_uptake_field
 from exotrack.demo_bli import Mouse, simulate_acquisition
 from exotrack.demo_histology import simulate_section, write_section_tiff
 from exotrack.demo_photoacoustic import simulate_volume
@@ -86,6 +91,59 @@ def _dicom_without_pixels(path):
     path.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
 
 
+def _move_tumour_roi(folder):
+    rois = pd.read_csv(folder / "rois.csv")
+    rois.loc[rois["roi"] == "tumor", ["yc", "xc"]] = 5000.0
+    rois.to_csv(folder / "rois.csv", index=False)
+
+
+def _write_strict_metadata_cases(root, image, add):
+    """Files whose metadata, read loosely, gave a wrong number under ``ok`` (issue 29)."""
+    roles = {"channels": "nuclei=0;exosomes=1;cells=2"}
+    tifffile.imwrite(root / "f_300_dpi.tif", image, metadata={"axes": "CYX"}, resolution=(300, 300),
+                     resolutionunit="INCH")  # was read as 84.67 µm pixels: 0 puncta, cells of 10^7 µm²
+    add("f_300_dpi", root / "f_300_dpi.tif", **roles)
+    tifffile.imwrite(root / "f_unit_not_a_length.ome.tif", image, ome=True, metadata={
+        "axes": "CYX", "Channel": {"Name": CHANNELS}, "PhysicalSizeX": 0.16, "PhysicalSizeXUnit": "furlong",
+        "PhysicalSizeY": 0.16, "PhysicalSizeYUnit": "furlong"})
+    add("f_unit_not_a_length", root / "f_unit_not_a_length.ome.tif")
+    with tifffile.TiffWriter(root / "f_two_series.ome.tif", ome=True) as tif:  # two stage positions
+        for _ in range(2):
+            tif.write(image, metadata={"axes": "CYX", "Channel": {"Name": CHANNELS}, "PhysicalSizeX": 0.16,
+                                       "PhysicalSizeY": 0.16})
+    add("f_two_series", root / "f_two_series.ome.tif")
+    with tifffile.TiffWriter(root / "f_pages_unnamed.tif") as tif:  # were planned as a 3-frame movie
+        for page in image:
+            tif.write(page, metadata=None, contiguous=False)
+    add("f_pages_unnamed", root / "f_pages_unnamed.tif", pixel_size_um="0.16", **roles)
+    (root / "f_folder").mkdir()
+    (root / "f_folder" / "field1.tif").write_bytes(b"x")
+    add("f_folder", root / "f_folder")
+    tifffile.imwrite(root / "f_huge_header.tif", np.ones((64, 64), np.uint16))
+    raw = bytearray((root / "f_huge_header.tif").read_bytes())
+    with tifffile.TiffFile(root / "f_huge_header.tif") as tif:
+        for name in ("ImageWidth", "ImageLength"):
+            tag = tif.pages[0].tags[name]
+            size = 4 if tag.dtype == 4 else 2
+            raw[tag.valueoffset:tag.valueoffset + size] = (100_000).to_bytes(size, "little")
+    (root / "f_huge_header.tif").write_bytes(bytes(raw))
+    add("f_huge_header", root / "f_huge_header.tif", pixel_size_um="0.16", channels="exosomes=0")
+    _write_fluorescence(root / "f_too_small.ome.tif", image[:, :6, :6])
+    add("f_too_small", root / "f_too_small.ome.tif")
+    # Right numbers: the same field calibrated in ångström, and a movie too short for any track.
+    tifffile.imwrite(root / "f_angstrom.ome.tif", image, ome=True, metadata={
+        "axes": "CYX", "Channel": {"Name": CHANNELS}, "PhysicalSizeX": ANGSTROM_PER_PIXEL,
+        "PhysicalSizeXUnit": "Å", "PhysicalSizeY": ANGSTROM_PER_PIXEL, "PhysicalSizeYUnit": "Å"})
+    add("f_angstrom", root / "f_angstrom.ome.tif")
+    movie = simulate_movie(shape=(96, 96), n_frames=2, n_particles=15, seed=4)
+    write_ome_tiff(root / "f_two_frames.ome.tif", movie.image, axes="TCYX", channel_names=["CD63-RFP"],
+                   pixel_size_um=(None, movie.pixel_size_um, movie.pixel_size_um),
+                   frame_interval_s=movie.frame_interval_s)
+    add("f_two_frames", root / "f_two_frames.ome.tif", channels="exosomes=CD63-RFP")
+
+
+# The good field's pixel size in ångström (1 Å = 1e-4 µm), as an instrument may write it.
+ANGSTROM_PER_PIXEL = 1625.0
 # sample -> (modality, what the status must say). The generator below writes each one.
 EXPECTED = {
     "f_truncated": ("fluorescence", "cannot read f_truncated.ome.tif as a TIFF image"),
@@ -124,9 +182,24 @@ EXPECTED = {
     "p_nan": ("photoacoustic", "NaN or infinite values in"),
     "p_zero_bytes": ("photoacoustic", "image file is empty (0 bytes)"),
     "p_dicom_no_pixels": ("photoacoustic", "cannot read p_dicom_no_pixels.dcm as a DICOM image with pixel data"),
+    # Metadata read strictly: a print resolution is no calibration, nor a unit that is no length.
+    "f_300_dpi": ("fluorescence", "the file does not state its pixel size; give pixel_size_um in the sample sheet"),
+    "f_unit_not_a_length": ("fluorescence", "PhysicalSizeY in 'furlong', which is not a unit of length"),
+    "f_two_series": ("fluorescence", "holds 2 image series (positions or scenes"),
+    "f_pages_unnamed": ("fluorescence", "has 3 pages and no metadata saying whether they are time points, channels "
+                                        "or z slices; give the sample sheet's axes column"),
+    "f_folder": ("fluorescence", "f_folder is a folder, not an image file (it holds field1.tif)"),
+    "f_huge_header": ("fluorescence", "its header declares 100000 x 100000 pixels (YX) uncompressed (18.6 GiB), "
+                                      "but the file is only"),
+    "f_too_small": ("fluorescence", "image is too small to analyse"),
+    "h_marker_empty": ("histology", "the marker channel is empty"),
+    "b_rois_outside": ("bli", "ROI(s) 'tumor' lie outside the luminescent image"),
+    "p_no_node": ("photoacoustic", "no lymph node found (no dark region at the seed)"),
 }
 GOOD = {"good_fluorescence": "fluorescence", "good_histology": "histology", "good_bli": "bli",
         "good_photoacoustic": "photoacoustic"}
+# Inputs that gave a wrong number under ok; each has a test of its number below.
+RIGHT_NUMBER = {"f_angstrom": "fluorescence", "f_two_frames": "fluorescence"}
 
 
 def write_corpus(root):
@@ -134,7 +207,7 @@ def write_corpus(root):
     rows = []
 
     def add(sample, path, **extra):
-        rows.append({"sample": sample, "modality": GOOD.get(sample) or EXPECTED[sample][0],
+        rows.append({"sample": sample, "modality": {**GOOD, **RIGHT_NUMBER}.get(sample) or EXPECTED[sample][0],
                      "path": path.name, "group": "bad" if sample in EXPECTED else "good", **extra})
 
     good = root / "good_fluorescence.ome.tif"
@@ -156,6 +229,7 @@ def write_corpus(root):
     add("f_nan", root / "f_nan.ome.tif")
     (root / "f_zero_bytes.tif").touch()
     add("f_zero_bytes", root / "f_zero_bytes.tif")
+    _write_strict_metadata_cases(root, image, add)
 
     good = root / "good_histology.tif"
     rgb = _good_section(good)
@@ -180,6 +254,11 @@ def write_corpus(root):
     add("h_nan", root / "h_nan.tif", channels="nuclei=DAPI;marker=CD206", pixel_size_um="0.5")
     (root / "h_zero_bytes.tif").touch()
     add("h_zero_bytes", root / "h_zero_bytes.tif")
+    immunofluorescence = np.stack([255 - rgb[..., 2], np.zeros_like(rgb[..., 0])]).astype(np.uint16)
+    immunofluorescence[1, :4, :4] = 3  # a marker channel without signal (not a constant image)
+    tifffile.imwrite(root / "h_marker_empty.tif", immunofluorescence, imagej=True,
+                     metadata={"axes": "CYX", "Labels": ["DAPI", "CD206"]})
+    add("h_marker_empty", root / "h_marker_empty.tif", channels="nuclei=DAPI;marker=CD206", pixel_size_um="0.5")
 
     _good_ivis(root / "good_bli")
     add("good_bli", root / "good_bli", subject="m1")
@@ -197,6 +276,7 @@ def write_corpus(root):
         "b_rois_for_another_mouse": lambda f: None,  # rois.csv names m1; the sheet names no subject
     }.items():
         add(sample, _ivis_variant(root, sample, change))
+    add("b_rois_outside", _ivis_variant(root, "b_rois_outside", _move_tumour_roi), subject="m1")
 
     good = root / "good_photoacoustic.ome.tif"
     volume = _good_volume(good)
@@ -219,6 +299,7 @@ def write_corpus(root):
     add("p_nan", root / "p_nan.ome.tif")
     (root / "p_zero_bytes.tif").touch()
     add("p_zero_bytes", root / "p_zero_bytes.tif")
+    add("p_no_node", good, seed="11,99,119")  # a seed in bright tissue, far from the node
     _dicom_without_pixels(root / "p_dicom_no_pixels.dcm")
     add("p_dicom_no_pixels", root / "p_dicom_no_pixels.dcm", pixel_size_um="150,50,75")
     return rows
@@ -254,13 +335,41 @@ def test_good_samples_finish_next_to_bad_ones(corpus_run, sample):
     assert table.loc[sample, headline] > 0
 
 
+def test_angstrom_calibration_gives_the_micrometre_result(corpus_run):
+    """The good field again, its 0.1625 µm pixels written as 1625 Å (read as 1625 µm before)."""
+    root, table = corpus_run
+    metrics = json.loads((root / "results" / "fluorescence" / "f_angstrom" / "metrics.json").read_text())
+    assert metrics["pixel_size_um"][1:] == pytest.approx([0.1625, 0.1625])
+    assert table.loc["f_angstrom", "n_cells"] == table.loc["good_fluorescence", "n_cells"]
+    assert table.loc["f_angstrom", "n_puncta"] == table.loc["good_fluorescence", "n_puncta"]
+
+
+def test_two_frame_movie_counts_no_track_shorter_than_min_track_length(corpus_run):
+    """15 puncta over 2 frames: before, 15 tracks of 2 frames with min_track_length 3."""
+    root, table = corpus_run
+    base = root / "results" / "fluorescence" / "f_two_frames"
+    assert len(pd.read_csv(base / "tracks.csv")) > 0  # the puncta were linked ...
+    summary = pd.read_csv(base / "track_summary.csv")
+    assert len(summary) == 0  # ... but none lasts the 3 frames a track needs
+    assert table.loc["f_two_frames", "status"] == "ok" and table.loc["f_two_frames", "n_tracks"] == 0
+
+
+def test_metrics_files_are_strict_json(corpus_run):
+    root, _ = corpus_run
+    files = list((root / "results").glob("*/*/metrics.json"))
+    assert len(files) == len(EXPECTED) + len(GOOD) + len(RIGHT_NUMBER)
+    for path in files:
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path}: {c} is not JSON"))
+
+
 def test_corpus_leaves_no_partial_files(corpus_run):
     root, _ = corpus_run
     assert not [p for p in (root / "results").rglob("*") if p.name.startswith(".") and p.is_file()]
 
 
 def test_file_vanishing_between_planning_and_running(tmp_path):
-    """Planning sees every file; the bad ones are deleted once the first job has started."""
+    """Planning sees every file; the bad ones are deleted while the first job (``stays``, alone
+    on one core) is held stopped, so that no other job can have read its file yet."""
     rows = []
     for modality, writer, name in [("fluorescence", _good_fluorescence, "f.ome.tif"),
                                    ("histology", _good_section, "h.tif"),
@@ -275,19 +384,39 @@ def test_file_vanishing_between_planning_and_running(tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
            "--configfile", str(REPO / "config.yaml"), "--cores", "1", "--config", "samples=samples.tsv",
            "batch_size=1", "--prioritize", "results/fluorescence/stays/metrics.json"]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
-        log = []
-        for line in process.stdout:
-            log.append(line)
-            if "rule analyse_fluorescence_batch0:" in line:  # the first job (stays alone) has started
-                break
-        for row in rows[1:]:
-            path = tmp_path / row["path"]
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        log.extend(process.stdout)
-        assert process.wait(timeout=600) == 0, "".join(log)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True) as process:
+        job = _first_job(process, "analyse_fluorescence.py")
+        os.kill(job, signal.SIGSTOP)  # the only job running: nothing else starts while it is held
+        try:
+            assert not (tmp_path / "results" / "fluorescence" / "stays" / "metrics.json").exists()
+            # No other job has started (stays is batch 0, the first field of the sheet).
+            assert not [p for p in (tmp_path / "logs").rglob("*.log") if p.name != "batch0.log"]
+            for row in rows[1:]:
+                path = tmp_path / row["path"]
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        finally:
+            os.kill(job, signal.SIGCONT)
+        log = process.communicate(timeout=600)[0]
+        assert process.returncode == 0, log
     table = pd.read_csv(tmp_path / "results" / "tables" / "samples.csv").set_index("sample")
     assert table.loc["stays", "status"] == "ok"
     for row in rows[1:]:
         status = table.loc[row["sample"], "status"]
         assert status.startswith("error: ") and "not found" in status and row["path"] in status, status
+
+
+def _first_job(process, script, timeout=600):
+    """The pid of the first process of the run ``process`` (its session) running ``script``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        for entry in os.listdir("/proc"):
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+                if stat and int(stat.rsplit(")", 1)[1].split()[3]) == process.pid and script in Path(
+                        f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                    return int(entry)
+            except OSError:
+                continue
+        time.sleep(0.005)
+    raise AssertionError(f"no {script} job started:\n{process.stdout.read()[-4000:]}")

@@ -61,7 +61,21 @@ def test_sheet_errors_name_row_and_column(tmp_path):
     assert "column 'timepoint': 'day 3' is not valid here: expected a number" in err
     assert "column 'path': 'nowhere.tif' does not exist" in err
     assert "sample id 'ok_1' is used more than once (rows 2, 4)" in err
+    assert "common.smk" not in err and "Traceback" not in err  # the problem in words, nothing else
     assert not (tmp_path / "results").exists()
+
+
+def test_sheet_layouts_that_crashed_planning_are_named(tmp_path):
+    """ids equal but for a trailing space (a pandas traceback before), and a value past the header."""
+    (tmp_path / "a.tif").write_bytes(b"x")
+    (tmp_path / "samples.tsv").write_text("sample\tmodality\tpath\nh_good\tfluorescence\ta.tif\n"
+                                          "h_good \tfluorescence\ta.tif\nh_two\tfluorescence\ta.tif\tPBS\n")
+    result = run_snakemake(tmp_path, "--config", "samples=samples.tsv", check=False)
+    err = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "sample id 'h_good' is used more than once (rows 2, 3)" in err
+    assert "row 4 has 4 cells but the header names 3 columns" in err
+    assert "Traceback" not in err and "common.smk" not in err
 
 
 def test_config_errors_are_named(tmp_path):
@@ -71,6 +85,12 @@ def test_config_errors_are_named(tmp_path):
     assert result.returncode != 0
     assert "fluorescence.snr_threshold: 'high' should be a number" in err
     assert "unknown setting(s) ('colour' was unexpected)" in err
+    assert "common.smk" not in err
+
+
+def test_config_type_error_reads_as_english(tmp_path):
+    result = run_snakemake(tmp_path, "--config", "batch_size=many", check=False)
+    assert "batch_size: 'many' should be an integer" in result.stdout + result.stderr
 
 
 def test_missing_sheet_column(tmp_path):

@@ -45,7 +45,7 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFra
         found = by_sample.get(row["sample"])
         if found is None:
             record["status"] = (f"not analysed: modality {row['modality']!r} is not supported by this version"
-                                if row["modality"] not in HEADLINE else "error: no result was produced")
+                                if row["modality"] not in HEADLINE else "error: analysis did not finish (killed: out of memory or time limit?)")
             rows.append(record)
             continue
         animals = found.get("animals") or [found]
@@ -64,6 +64,8 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFra
     # Empty sheet cells are missing values, in the CSV and the Parquet copy alike.
     table[ID_COLUMNS] = table[ID_COLUMNS].replace("", np.nan)
     table["timepoint"] = pd.to_numeric(table["timepoint"], errors="coerce")
+    # metrics.json writes a missing value as null (strict JSON): a number column all the same.
+    table[all_metrics()] = table[all_metrics()].apply(pd.to_numeric, errors="coerce")
     return table
 
 
@@ -113,3 +115,32 @@ def read_sample_table(sheet, schema, metrics, decisions=None) -> pd.DataFrame:
     sample's ``metrics.json`` and, if given, the QC decisions CSV."""
     return sample_table(load_sample_sheet(sheet, schema, check_paths=False), read_metrics(metrics),
                         read_decisions(decisions) if decisions else None)
+
+
+def write_study(sheet, schema, metrics, outputs, *, decisions=None, modalities, control: str, statistics: dict,
+                marker_ratio) -> pd.DataFrame:
+    """Write the study level: ``samples.csv`` (and ``.parquet``), ``subjects.csv``, ``groups.csv``
+    and one plot per modality (PNG and SVG), to the paths in ``outputs`` (keys ``samples``,
+    ``parquet``, ``subjects``, ``groups``, ``png_<modality>``, ``svg_<modality>``).
+
+    ``metrics`` are the ``metrics.json`` files to gather; a sample of the sheet without one is
+    listed as not finished. Returns the sample table.
+    """
+    from . import io
+    from .plots import group_figure, save
+    from .stats import group_table, metric_order, subject_table, subject_values
+
+    samples = read_sample_table(sheet, schema, metrics, decisions)
+    io.write_table(samples, outputs["samples"])
+    io.write_parquet(samples, outputs["parquet"])
+    io.write_table(subject_table(samples, all_metrics(), marker_ratio=marker_ratio), outputs["subjects"])
+    groups = group_table(samples, all_metrics(), control=control, test=statistics["test"],
+                         min_n=statistics["min_n"], marker_ratio=marker_ratio)
+    io.write_table(groups, outputs["groups"])
+    for modality in modalities:
+        values = subject_values(samples[samples["modality"] == modality], HEADLINE[modality],
+                                marker_ratio=marker_ratio)
+        figure = group_figure(values, groups, metric_order(values["metric"], HEADLINE[modality]),
+                              control=control, title=f"{modality}: one point per subject")
+        save(figure, outputs[f"png_{modality}"], outputs[f"svg_{modality}"])
+    return samples

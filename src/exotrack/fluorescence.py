@@ -495,6 +495,8 @@ def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cel
             summary["frac_inside_cell"], summary["location"] = np.nan, ""
         rows.append(summary)
     summary = pd.DataFrame(rows, columns=TRACK_SUMMARY_COLUMNS)
+    # A track is what lasts min_track_length frames, however bright: n_tracks counts these rows.
+    summary = summary[summary["n_frames"] >= options["min_track_length"]].reset_index(drop=True)
     return puncta, tracks.drop(columns="where"), summary
 
 
@@ -583,8 +585,9 @@ def timelapse_metrics(track_summary, cell_tracks) -> dict:
     """Per-sample movie headline: tracks, their median diffusion coefficient, the percentage of
     tracks that live inside cells, and how fast cells migrate (tracks of 5 frames or more)."""
     out = dict.fromkeys(TIMELAPSE_HEADLINE, np.nan)
-    if track_summary is not None and len(track_summary):
+    if track_summary is not None:
         out["n_tracks"] = len(track_summary)
+    if track_summary is not None and len(track_summary):
         out["median_diffusion_um2_s"] = float(track_summary["diffusion_um2_s"].median())
         located = track_summary["location"].astype(str)
         if (located != "").any():

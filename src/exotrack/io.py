@@ -22,11 +22,23 @@ import tifffile
 
 AXES = "TCZYX"
 
-# Units as OME and ImageJ spell them, in micrometres.
+# Lengths in micrometres. OME writes a UnitsLength symbol (every one that is a length is here);
+# ImageJ writes what its user typed in Set Scale, so its spellings are listed too.
 _UNIT_UM = {
-    "µm": 1.0, "\u00b5m": 1.0, "\\u00b5m": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0,
-    "micrometer": 1.0, "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3,
-    "millimeter": 1e3, "cm": 1e4, "m": 1e6,
+    "ym": 1e-18, "zm": 1e-15, "am": 1e-12, "fm": 1e-9, "pm": 1e-6, "Å": 1e-4, "\u212b": 1e-4,
+    "nm": 1e-3, "µm": 1.0, "\u03bcm": 1.0, "mm": 1e3, "cm": 1e4, "dm": 1e5, "m": 1e6, "dam": 1e7,
+    "hm": 1e8, "km": 1e9, "Mm": 1e12, "Gm": 1e15, "Tm": 1e18, "Pm": 1e21, "Em": 1e24, "Zm": 1e27,
+    "Ym": 1e30, "thou": 25.4, "li": 25400.0 / 12, "in": 25400.0, "ft": 304800.0,
+    "yd": 914400.0, "mi": 1.609344e9, "ua": 1.495978707e17, "ly": 9.4607304725808e21,
+    "pc": 3.0856775814913673e22, "pt": 25400.0 / 72,
+}
+# ImageJ's Set Scale units that a microscope calibration is written in. ``inch`` is not among
+# them: ImageJ shows a print resolution (dpi) as inches, and a dpi is not a calibration.
+_IMAGEJ_UNIT_UM = {
+    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "um": 1.0, "µm": 1.0, "\u03bcm": 1.0,
+    "\\u00b5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
+    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "cm": 1e4, "centimeter": 1e4, "centimetre": 1e4,
+    "m": 1e6, "meter": 1e6, "metre": 1e6,
 }
 
 
@@ -109,8 +121,13 @@ def _ome_metadata(xml: str) -> tuple[list[str], tuple, float | None]:
     sizes = []
     for axis in "ZYX":
         value = pixels.get(f"PhysicalSize{axis}")
-        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
-        sizes.append(float(value) * _UNIT_UM.get(unit, 1.0) if value else None)
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")  # OME's default unit
+        if unit in ("pixel", "reference frame"):  # OME's words for "not calibrated"
+            value = None
+        elif value and unit not in _UNIT_UM:
+            raise InputError(f"the OME metadata give PhysicalSize{axis} in {unit!r}, which is not a unit of "
+                             "length; export the image again with its pixel size in µm")
+        sizes.append(float(value) * _UNIT_UM[unit] if value else None)
     step = pixels.get("TimeIncrement")
     interval = float(step) * _UNIT_S.get(pixels.get("TimeIncrementUnit", "s"), 1.0) if step else None
     if interval is None:
@@ -136,6 +153,11 @@ def _plane_delta_t(pixels) -> float | None:
 
 
 def _resolution_um(page, unit_um: float | None) -> float | None:
+    """Pixel size from the resolution tags, in µm; ``unit_um`` is the unit ImageJ states for them.
+
+    A resolution in pixels per inch is a print or screen resolution (72, 96, 300 dpi), which
+    scanners and image editors write on everything; it is never taken for a calibration.
+    """
     tag = page.tags.get("XResolution")
     if tag is None:
         return None
@@ -145,19 +167,24 @@ def _resolution_um(page, unit_um: float | None) -> float | None:
     pixels_per_unit = num / den
     res_unit = page.tags.get("ResolutionUnit")
     res_unit = int(res_unit.value) if res_unit is not None else 2
-    if unit_um is None:  # only ImageJ states a unit for RESUNIT NONE
-        unit_um = {2: 25400.0, 3: 10000.0}.get(res_unit)
+    if unit_um is None:
+        unit_um = {3: 10000.0}.get(res_unit)  # CENTIMETER; INCH (2) is a dpi
     if unit_um is None or pixels_per_unit in (1.0, 72.0):  # 1 and 72 dpi are writer defaults
         return None
     return unit_um / pixels_per_unit
 
 
 def check_file(path) -> Path:
-    """``path`` as a Path, or an :class:`InputError` if it is missing or empty."""
+    """``path`` as a Path, or an :class:`InputError` if it is missing, empty or a folder."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"image file not found: {path}")
-    if path.is_file() and path.stat().st_size == 0:
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+        listing = ", ".join(inside[:5]) + (", …" if len(inside) > 5 else "") if inside else "nothing"
+        raise InputError(f"{path.name} is a folder, not an image file (it holds {listing}); give the "
+                         "path of the image file itself in the sample sheet")
+    if path.stat().st_size == 0:
         raise InputError(f"image file is empty (0 bytes): {path}")
     return path
 
@@ -201,8 +228,10 @@ def tiff_metadata(tif: tifffile.TiffFile) -> tuple[list[str], tuple, float | Non
     if tif.is_imagej:
         meta = tif.imagej_metadata or {}
         unit = str(meta.get("unit", "")).strip().lower()
-        unit_um = _UNIT_UM.get(unit) if unit else None
-        xy = _resolution_um(tif.pages[0], unit_um if unit_um is not None else 1.0)
+        # No unit: tifffile's ImageJ writer (µm); a unit ImageJ shows for a dpi or for no
+        # calibration ("inch", "pixel") is not a calibration.
+        unit_um = _IMAGEJ_UNIT_UM.get(unit) if unit else 1.0
+        xy = _resolution_um(tif.pages[0], unit_um) if unit_um is not None else None
         z = meta.get("spacing")
         interval = None
         if meta.get("finterval"):
@@ -211,9 +240,88 @@ def tiff_metadata(tif: tifffile.TiffFile) -> tuple[list[str], tuple, float | Non
         n_c = int(meta.get("channels", 1))
         names = [str(label) for label in labels] if (
             isinstance(labels, list) and len(labels) == n_c and n_c > 1) else []
-        return names, (float(z) * (unit_um or 1.0) if z else None, xy, xy), interval
+        return names, (float(z) * unit_um if z and unit_um is not None else None, xy, xy), interval
     xy = _resolution_um(tif.pages[0], None)
     return [], (None, xy, xy), None
+
+
+def _one_series(tif: tifffile.TiffFile, path: Path):
+    """The file's only image series; a file of several (positions, scenes, wells) is refused."""
+    series = tif.series
+    if len(series) > 1:
+        listed = "; ".join(f"series {i}: {s.name or 'unnamed'} {s.axes} {tuple(s.shape)}"
+                           for i, s in enumerate(series[:6])) + ("; …" if len(series) > 6 else "")
+        raise InputError(
+            f"{path.name} holds {len(series)} image series (positions or scenes: {listed}); a sample is "
+            "one series. Split the file into one file per series (Fiji: File > Import > Bio-Formats, "
+            "'Open all series', then save each; or bfconvert -series N) and list each as its own sample")
+    return series[0]
+
+
+def _check_declared_size(series, path: Path) -> None:
+    """Refuse a header that declares more pixels than the file can hold or memory can take, before
+    any allocation (a damaged header can declare 100,000 x 100,000 pixels)."""
+    declared = int(np.prod(series.shape, dtype=np.float64)) * np.dtype(series.dtype).itemsize
+    stored = path.stat().st_size
+    compressed = series.keyframe.compression != 1
+    one_file = all(page is None or page.parent is series.parent for page in series.pages)
+    if not compressed and one_file and declared > stored:
+        raise InputError(f"cannot read {path.name} as a TIFF image: its header declares "
+                         f"{_shape_words(series)} uncompressed ({_gib(declared)}), but the file is only "
+                         f"{_gib(stored)}: it is damaged or incomplete (an interrupted copy?)")
+    available = _available_memory()
+    if available is not None and declared > available:
+        raise InputError(f"{path.name}: the header declares {_shape_words(series)} ({_gib(declared)}), more "
+                         f"than the {_gib(available)} of memory available; if the header is right, "
+                         "crop or bin the image, or run on a machine with more memory")
+
+
+def _shape_words(series) -> str:
+    return f"{' x '.join(str(n) for n in series.shape)} pixels ({series.axes})"
+
+
+def _gib(size: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size:.0f} bytes"
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_complete(tif: tifffile.TiffFile, series, path: Path) -> None:
+    """Refuse a file cut short: its pages' data run past its end, or its OME-XML (written last)
+    is missing from a file named OME-TIFF."""
+    size = path.stat().st_size
+    # Pages of this file only: an OME dataset may keep other pages in other files.
+    end = max((o + n for page in series.pages if page is not None and page.parent is tif
+               for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
+    if end > size:
+        raise unreadable(path, "TIFF image", ValueError(f"its pixel data run to byte {end}, past the file's end "
+                                                        f"at {size}"))
+    if path.name.lower().endswith((".ome.tif", ".ome.tiff")) and not tif.is_ome:
+        raise unreadable(path, "TIFF image", ValueError("named OME-TIFF, it holds no OME metadata"))
+
+
+def _check_pages_named(file_axes: str, shape, axes: str | None, path: Path) -> None:
+    """A multi-page TIFF that does not say what its pages are (``I``: no metadata at all) could be
+    a movie, channels or a z stack; guessing would give a number for the wrong experiment."""
+    if axes or "I" not in file_axes or shape[file_axes.index("I")] < 2:
+        return
+    n = shape[file_axes.index("I")]
+    raise InputError(f"{path.name} has {n} pages and no metadata saying whether they are time points, "
+                     "channels or z slices; give the sample sheet's axes column (e.g. TYX for a movie, "
+                     "CYX for channels, ZYX for a z stack)")
 
 
 def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
@@ -227,6 +335,13 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
     axes : str, optional
         The file's axis letters, overriding what the file says (e.g. ``"TYX"`` for a movie that
         ImageJ stored as a Z stack).
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read, holds several image series, declares more pixels than it or
+        memory can hold, has pages of unstated meaning (and no ``axes``), or states a unit of
+        length that is not known.
     """
     path = check_file(path)
     from . import formats
@@ -235,10 +350,13 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
         return formats.read(path, axes=axes)
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
+            series = _one_series(tif, path)
+            _check_complete(tif, series, path)
+            _check_pages_named(series.axes, series.shape, axes, path)
+            _check_declared_size(series, path)
+            names, sizes, interval = tiff_metadata(tif)
             data = series.asarray()
             file_axes = series.axes
-            names, sizes, interval = tiff_metadata(tif)
     except InputError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files
@@ -253,8 +371,8 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
 
 
 def count_frames(path, *, axes: str | None = None) -> int:
-    """Number of time points of an image, from its header alone (0 if it cannot be read: the
-    analysis will say why)."""
+    """Number of time points of an image, from its header alone (0 if it cannot be read, and 1 if
+    its pages' meaning is unstated: the analysis will say why)."""
     from . import formats
 
     if formats.kind(path):
@@ -262,6 +380,8 @@ def count_frames(path, *, axes: str | None = None) -> int:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            if not axes and "I" in series.axes:
+                return 1
             letters = _normalise_axes(series.axes, axes)
             return int(series.shape[letters.index("T")]) if "T" in letters else 1
     except Exception:
@@ -318,7 +438,21 @@ def write_text(text: str, path) -> None:
 
 
 def write_json(obj, path) -> None:
-    write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
+    """Write strict JSON atomically: a missing value (NaN, infinity) becomes ``null``, which every
+    JSON reader accepts, where ``NaN`` is a Python extension that strict readers reject."""
+    write_text(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n", path)
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):

@@ -3,6 +3,8 @@ per-sample overrides, and writing a sheet from an image folder."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 from pathlib import Path
@@ -39,7 +41,7 @@ def _describe(error) -> str:
         return f"{value!r} is not one of: " + ", ".join(map(str, error.validator_value))
     if error.validator == "type":
         kinds = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        return f"{value!r} should be a " + " or ".join(kinds)
+        return f"{value!r} should be " + " or ".join(("an " if k[0] in "aeiou" else "a ") + k for k in kinds)
     if error.validator == "pattern":
         return f"{value!r} is not valid here: expected {error.schema.get('description', 'another format')}"
     if error.validator == "required":
@@ -102,67 +104,126 @@ def _with_defaults(value, schema):
     return value
 
 
+def _decode_sheet(path: Path) -> str:
+    """The sheet's text: UTF-8 (with or without Excel's byte-order mark), UTF-16 (Excel's
+    "Unicode text") or Windows-1252 (Excel's "Text (tab-delimited)" on Windows)."""
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encodings = ["utf-16"]
+    elif raw[:3] == b"\xef\xbb\xbf":
+        encodings = ["utf-8-sig"]
+    elif len(raw) > 1 and raw.count(b"\0") > len(raw) // 4:  # UTF-16 without its mark
+        encodings = ["utf-16-le" if raw[1:2] == b"\0" else "utf-16-be"]
+    else:
+        encodings = ["utf-8", "cp1252"]
+    for encoding in encodings:
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise SheetError(f"sample sheet {path} is not text this reader knows (UTF-8, UTF-16 or Windows-1252): "
+                     "save the sheet as UTF-8 (Excel: Save As > 'UTF-8 (Comma delimited)' then use tabs, "
+                     "or 'Unicode Text')")
+
+
+def _sheet_rows(path: Path) -> tuple[pd.DataFrame, list[int], list[str]]:
+    """The sheet as text cells, each row's line number in the file, and the layout problems.
+
+    Every cell is data: ``#`` starts no comment (a group ``exosome #2`` or a path ``Plate #3/``
+    is kept whole). Rows of empty cells (a line of tabs) are skipped; empty cells beyond the
+    header (Excel ends every row with a tab) are dropped; a value beyond the header is a problem.
+    """
+    lines = list(csv.reader(io.StringIO(_decode_sheet(path), newline=""), delimiter="\t"))
+    numbered = [(n, [c.strip() for c in cells]) for n, cells in enumerate(lines, start=1)]
+    numbered = [(n, cells) for n, cells in numbered if any(cells)]
+    if not numbered:
+        raise SheetError(f"sample sheet {path} is empty")
+    _, header = numbered[0]
+    while header and not header[-1]:
+        header.pop()
+    problems = []
+    if "" in header:
+        problems.append(f"column {header.index('') + 1} of the header has no name")
+    rows, line_numbers = [], []
+    for n, cells in numbered[1:]:
+        extra = cells[len(header):]
+        if any(extra):
+            problems.append(f"row {n} has {len(header) + max(i for i, c in enumerate(extra) if c) + 1} cells but "
+                            f"the header names {len(header)} columns: a value without a column, or a tab "
+                            "inside a cell?")
+        rows.append((cells + [""] * len(header))[:len(header)])
+        line_numbers.append(n)
+    return pd.DataFrame(rows, columns=header, dtype=str), line_numbers, problems
+
+
 def load_sample_sheet(path, schema, *, check_paths: bool = True) -> pd.DataFrame:
     """Read and validate a sample sheet (TSV); paths become absolute, resolved against the
-    sheet's folder. Every problem is reported with its row and column.
+    sheet's folder. Every problem is reported with its row (the line in the file) and column.
 
-    ``check_paths=False`` skips checking that each sample's data exist: for steps after planning,
-    where a file that has vanished since is that sample's status, not a sheet error.
+    Cells are compared as written less surrounding spaces and tabs, here and in every later
+    step. ``check_paths=False`` skips checking that each sample's data exist: for steps after
+    planning, where a file that has vanished since is that sample's status, not a sheet error.
     """
     path = Path(path)
     if not path.exists():
         raise SheetError(f"sample sheet not found: {path}")
     try:
-        sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
-    except Exception as exc:
+        sheet, line, problems = _sheet_rows(path)
+    except csv.Error as exc:
         raise SheetError(f"cannot read sample sheet {path} as a tab-separated table ({exc})") from exc
-    sheet.columns = [c.strip() for c in sheet.columns]
-    problems = []
     missing = [c for c in ("sample", "modality", "path") if c not in sheet.columns]
     if missing:
         raise SheetError(f"sample sheet {path}: required column(s) missing: {', '.join(missing)} "
-                         f"(columns found: {', '.join(sheet.columns)})")
-    unknown = [c for c in sheet.columns if c not in SHEET_COLUMNS]
+                         f"(columns found: {', '.join(map(repr, sheet.columns))}; the sheet must be "
+                         "tab-separated)")
+    unknown = [c for c in sheet.columns if c and c not in SHEET_COLUMNS]
     if unknown:
         problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}; known columns are "
                         + ", ".join(SHEET_COLUMNS))
     validator = _validator(_load_schema(schema))
     rows = sheet.to_dict("records")  # iterrows builds a Series per row: slow for a plate screen
     for i, row in enumerate(rows):
-        record = {k: v.strip() for k, v in row.items() if k in SHEET_COLUMNS and v.strip() != ""}
+        record = {k: v for k, v in row.items() if k in SHEET_COLUMNS and v != ""}
         for error in validator.iter_errors(record):
             column = error.path[0] if error.path else ""
-            where = f"row {i + 2} (sample {record.get('sample', '?')!r})"
+            where = f"row {line[i]} (sample {record.get('sample', '?')!r})"
             problems.append(f"{where}, column {column!r}: {_describe(error)}" if column
                             else f"{where}: {_describe(error)}")
-    dupes = sheet["sample"][sheet["sample"].duplicated()].unique()
-    for d in dupes:
-        lines = [str(i + 2) for i in sheet.index[sheet["sample"] == d]]
-        problems.append(f"sample id {d!r} is used more than once (rows {', '.join(lines)})")
+    by_id = {}
     for i, row in enumerate(rows):
-        raw = row["path"].strip()
+        by_id.setdefault(row["sample"].lower(), []).append(i)
+    for indices in by_id.values():
+        ids = [rows[i]["sample"] for i in indices]
+        where = ", ".join(str(line[i]) for i in indices)
+        if len(indices) > 1 and len(set(ids)) == 1:
+            problems.append(f"sample id {ids[0]!r} is used more than once (rows {where})")
+        elif len(indices) > 1:
+            problems.append(f"sample ids {' and '.join(map(repr, dict.fromkeys(ids)))} (rows {where}) differ "
+                            "only in case: on macOS, Windows and network shares their results would be one "
+                            "folder; give each sample an id of its own")
+    for i, row in enumerate(rows):
+        raw = row["path"]
         if check_paths and raw and not (path.parent / raw).exists():
-            problems.append(f"row {i + 2} (sample {row['sample']!r}), column 'path': "
+            problems.append(f"row {line[i]} (sample {row['sample']!r}), column 'path': "
                             f"{raw!r} does not exist (looked in {(path.parent / raw).resolve()})")
         for column in FILE_COLUMNS:
             given = row.get(column, "").strip()
             if check_paths and given and not (path.parent / given).is_file():
-                problems.append(f"row {i + 2} (sample {row['sample']!r}), column {column!r}: {given!r} is "
+                problems.append(f"row {line[i]} (sample {row['sample']!r}), column {column!r}: {given!r} is "
                                 f"not a file (looked in {(path.parent / given).resolve()})")
-        roles = CHANNEL_ROLES.get(row["modality"].strip(), ())
+        roles = CHANNEL_ROLES.get(row["modality"], ())
         for column, parser in (("channels", lambda v: parse_channels(v, roles=roles)),
                                ("pixel_size_um", parse_pixel_size)):
-            if column in sheet.columns and row[column].strip():
+            if column in sheet.columns and row[column]:
                 try:
                     parser(row[column])
                 except InputError as exc:
-                    problems.append(f"row {i + 2} (sample {row['sample']!r}), column {column!r}: {exc}")
+                    problems.append(f"row {line[i]} (sample {row['sample']!r}), column {column!r}: {exc}")
     if problems:
         raise SheetError(f"sample sheet {path} has problems:\n  " + "\n  ".join(problems))
     for column in SHEET_COLUMNS:
         if column not in sheet.columns:
             sheet[column] = ""
-    sheet = sheet.apply(lambda col: col.str.strip())
     sheet["path"] = [_display_path(path.parent.resolve() / p) for p in sheet["path"]]
     for column in FILE_COLUMNS:
         sheet[column] = [_display_path(path.parent.resolve() / p) if p else "" for p in sheet[column]]

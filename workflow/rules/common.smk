@@ -1,10 +1,9 @@
 # Validation of the config and the sample sheet, and input functions shared by the rules.
 import functools
 import re
+import sys
 import threading
 from pathlib import Path
-
-from snakemake.exceptions import WorkflowError
 
 from exotrack import io as exo_io
 from exotrack import sheet as exo_sheet
@@ -30,7 +29,10 @@ def _load():
                                            "the thresholds for 1+, 2+ and 3+ must be in ascending order")
         return validated, exo_sheet.load_sample_sheet(sheet_path, SCHEMAS / "samples.schema.yaml")
     except exo_sheet.SheetError as exc:
-        raise WorkflowError(str(exc)) from None
+        # Said in words and nothing else: a WorkflowError would be followed by Snakemake's
+        # "File ...common.smk, line ..." lines, which point at our code, not the user's input.
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 _validated, samples = _load()
@@ -193,6 +195,23 @@ def qc_decisions():
     return [str(path)] if path.exists() else []
 
 
+def per_sample_outputs():
+    """Every output of every sample's analysis (tables, label images, QC images, metrics).
+
+    All are targets, not only what the study level reads: a deleted ``cells.csv`` or QC image is
+    then rebuilt by the next run instead of "Nothing to be done". Called once the rules exist.
+    """
+    per_sample = {"track_fluorescence": timelapse_samples(), "analyse_histology": samples_of("histology"),
+                  "analyse_bli": samples_of("bli"), "analyse_photoacoustic": samples_of("photoacoustic")}
+    files = []
+    for name, members in per_sample.items():
+        if members:
+            files += expand([str(f) for f in getattr(rules, name).output], sample=members)
+    for index in range(len(still_batches())):
+        files += [str(f) for f in getattr(rules, f"analyse_fluorescence_batch{index}").output]
+    return files
+
+
 def all_outputs():
     tables = [f"{RESULTS}/tables/{name}.csv" for name in ("samples", "subjects", "groups")]
     if samples_of("bli"):
@@ -200,7 +219,7 @@ def all_outputs():
     plots = expand(f"{RESULTS}/plots/{{modality}}.png", modality=analysed_modalities())
     if timelapse_samples():
         plots.append(f"{RESULTS}/plots/msd.png")
-    return tables + plots + [f"{RESULTS}/provenance/versions.json"]
+    return tables + plots + [f"{RESULTS}/provenance/versions.json"] + per_sample_outputs()
 
 
 def cancel_rescheduling_timers():
@@ -213,3 +232,31 @@ def cancel_rescheduling_timers():
     for thread in threading.enumerate():
         if isinstance(thread, threading.Timer):
             thread.cancel()
+
+
+def write_study_from_finished():
+    """After a failed run: the study level from the samples that finished, the others marked.
+
+    Called by ``onerror``. A sample whose analysis job died (killed for its memory or time, and
+    out of retries) has no metrics.json, and Snakemake does not run the study level without it;
+    every other sample's result would be missing from the tables. The tables are written here,
+    outside Snakemake's bookkeeping; the next run rebuilds the lost samples and then the tables.
+    """
+    metrics = metrics_files()
+    finished = [m for m in metrics if Path(m).exists()]
+    if len(finished) == len(metrics):  # nothing lost: the failure was elsewhere, and is reported
+        return
+    outputs = {name: str(path) for name, path in rules.summarise_study.output.items()}
+    try:
+        from exotrack.aggregate import write_study
+
+        write_study(config["samples"], str(SCHEMAS / "samples.schema.yaml"), finished, outputs,
+                    decisions=(qc_decisions() or [None])[0], modalities=analysed_modalities(),
+                    control=config["control_group"], statistics=config["statistics"],
+                    marker_ratio=marker_ratio())
+    except Exception as exc:  # the run has failed already; say why the tables are missing too
+        print(f"exotrack: the study tables could not be written: {exc}", file=sys.stderr)
+        return
+    print(f"exotrack: {len(metrics) - len(finished)} sample(s) did not finish; the study tables "
+          f"({outputs['samples']} and the others) were written from the {len(finished)} that did, the others "
+          "marked 'error: analysis did not finish'. Run again to analyse them.", file=sys.stderr)

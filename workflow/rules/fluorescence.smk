@@ -47,5 +47,7 @@ for _index, _members in enumerate(still_batches()):
                 1000 + 40 * max(raw_size_mb(s) for s in _members) * attempt
             ),
             runtime=lambda wildcards, attempt, _members=_members: (10 + len(_members)) * attempt,
+            # Which attempt this is: a retry of a killed job skips the field it was killed in.
+            attempt=lambda wildcards, attempt: attempt,
         script:
             "../../scripts/analyse_fluorescence.py"

@@ -42,6 +42,8 @@ rule track_fluorescence:
         # A movie holds every frame's labels as well as the pixels.
         mem_mb=lambda wildcards, attempt: int(1000 + 60 * sample_raw_size_mb(wildcards) * attempt),
         runtime=lambda wildcards, attempt: int(10 + sample_raw_size_mb(wildcards)) * attempt,
+        # Which attempt this is: a retry of a killed job skips the field it was killed in.
+        attempt=lambda wildcards, attempt: attempt,
     script:
         "../../scripts/analyse_fluorescence.py"
 
