@@ -343,11 +343,14 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
         memory can hold, has pages of unstated meaning (and no ``axes``), or states a unit of
         length that is not known.
     """
-    path = check_file(path)
     from . import formats
 
-    if formats.kind(path):
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"image file not found: {path}")
+    if formats.kind(path):  # an OME-Zarr image is a folder
         return formats.read(path, axes=axes)
+    path = check_file(path)
     try:
         with tifffile.TiffFile(path) as tif:
             series = _one_series(tif, path)
