@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from . import io, qc, tracking
+from . import io, markers, qc, tracking
 from .aggregate import TIMELAPSE_HEADLINE
 from .background import background_surface
 from .puncta import detect_puncta, path_evidence, path_puncta, position_sd_px, snr_image, spot_sigma_px
@@ -647,10 +647,11 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
         image = io.read_image(path, axes=axes or None)
         # A sheet's channels column replaces the config's roles, so a sample can drop one.
         mapping = parse_channels(channels) or options["channels"]
-        roles = resolve_roles(image, mapping)
+        roles = resolve_roles(image, {role: key for role, key in mapping.items() if role != "markers"})
         size = resolve_pixel_size(image, parse_pixel_size(pixel_size_um), options["pixel_size_um"])
         interval = image.frame_interval_s or options["frame_interval_s"]
         result = analyse_image(image, roles=roles, pixel_size_um=size, options=options, frame_interval_s=interval)
+        markers.add_markers(result, image, mapping=mapping, options=options.get("markers"))
     except Exception as exc:  # any failure is this sample's status; the run goes on
         return _write_failure(sample, qc.failure_reason(sample, exc), outputs)
 
