@@ -1,0 +1,47 @@
+"""Scratch assays against the truth of simulated phase-contrast and fluorescence series."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from exotrack import io, wound
+from exotrack.demo_vitro import simulate_scratch_series
+
+
+@pytest.mark.parametrize("kind", ["phase", "fluorescence"])
+def test_area_per_frame_and_closure_rate(kind):
+    rate_errors = []
+    for seed in range(3):
+        series = simulate_scratch_series(kind=kind, initial_width_um=250.0, front_speed_um_h=5.0, seed=seed)
+        table, fit, masks = wound.analyse_series(series.frames, series.times_h, pixel_size_um=series.pixel_size_um)
+        true = series.wound.sum(axis=(1, 2)) * series.pixel_size_um ** 2 / 1e6
+        error = table["wound_area_mm2"].to_numpy() / true - 1
+        assert np.abs(error).max() <= 0.05, (kind, seed, error)
+        rate_errors.append(fit["closure_rate_um_h"] / series.width_rate_um_h - 1)
+        assert fit["fit_n"] == len(series.times_h) and fit["fit_r2"] > 0.95
+        assert table["pct_closure"].iloc[0] == 0 and np.all(np.diff(table["pct_closure"]) > 0)
+    assert np.abs(rate_errors).max() <= 0.10, rate_errors
+
+
+def test_series_without_time_zero_is_refused():
+    series = simulate_scratch_series(kind="phase", seed=0)
+    with pytest.raises(io.InputError, match="no time 0"):
+        wound.analyse_series(series.frames[1:], series.times_h[1:], pixel_size_um=series.pixel_size_um)
+
+
+def test_monolayer_without_wound_is_refused():
+    series = simulate_scratch_series(kind="phase", initial_width_um=0.0, seed=0)
+    with pytest.raises(io.InputError, match="no wound found"):
+        wound.analyse_series(series.frames, series.times_h, pixel_size_um=series.pixel_size_um)
+
+
+def test_folder_of_timed_images_names_the_missing_time_zero(tmp_path):
+    series = simulate_scratch_series(kind="phase", seed=1)
+    for frame, t in zip(series.frames[1:], series.times_h[1:]):
+        tifffile.imwrite(tmp_path / f"well_{t:g}h.tif", frame)
+    outputs = {"frames": tmp_path / "out" / "frames.csv", "metrics": tmp_path / "out" / "m.json",
+               "qc": tmp_path / "out" / "qc.png"}
+    metrics = wound.process_sample(sample="well_B2", path=tmp_path, options={"pixel_size_um": 1.3},
+                                   outputs=outputs)
+    assert metrics["status"].startswith("error:") and "no time 0" in metrics["status"]
+    assert outputs["qc"].exists() and outputs["frames"].exists()
