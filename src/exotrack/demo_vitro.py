@@ -237,3 +237,75 @@ def simulate_scratch_series(*, kind: str = "phase", shape=(384, 384), pixel_size
         wounds.append(wound)
     return ScratchSeries(frames=np.stack(frames), times_h=np.asarray(times_h, float), wound=np.stack(wounds),
                          pixel_size_um=pixel_size_um, width_rate_um_h=2 * front_speed_um_h)
+
+
+@dataclass
+class Membrane:
+    """A transwell membrane field: the image (RGB YXS or one channel YX) and its truth."""
+
+    image: np.ndarray
+    n_cells: int
+    n_pores: int
+    pixel_size_um: float
+
+
+# Crystal violet as this simulator's camera sees it (not the analyser's vector).
+_CV_OD = np.array([0.55, 0.78, 0.30])
+
+
+def simulate_membrane(*, kind: str = "crystal_violet", shape=(512, 512), pixel_size_um: float = 0.65,
+                      n_cells: int = 60, pore_diameter_um: float = 8.0, pore_spacing_um: float = 30.0,
+                      seed: int = 0) -> Membrane:
+    """Simulate a membrane's underside after a transwell assay.
+
+    Pores: a jittered lattice of round holes of ``pore_diameter_um`` (a neutral grey rim in
+    brightfield, faint autofluorescent discs in DAPI). Cells: ellipses of 10-16 µm that may touch
+    (about one in five placed beside another), crystal-violet stained (or DAPI nuclei of 8-11 µm
+    in ``kind="fluorescence"``).
+    """
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
+    step = pore_spacing_um / pixel_size_um
+    pores = np.zeros(shape, np.float32)
+    n_pores = 0
+    for y in np.arange(step / 2, ny, step):
+        for x in np.arange(step / 2 + (y // step % 2) * step / 2, nx, step):
+            cy, cx = y + rng.normal(0, 0.08 * step), x + rng.normal(0, 0.08 * step)
+            r = pore_diameter_um / 2 / pixel_size_um
+            d = np.hypot(yy - cy, xx - cx)
+            pores = np.maximum(pores, np.exp(-0.5 * ((d - r) / 1.2) ** 2) if kind == "crystal_violet"
+                               else (d < r).astype(np.float32))
+            n_pores += 1
+    stain = np.zeros(shape, np.float32)
+    centres = []
+    while len(centres) < n_cells:
+        if centres and rng.random() < 0.2:  # a neighbour touching the last cell
+            py, px_ = centres[-1]
+            angle = rng.uniform(0, 2 * np.pi)
+            cy, cx = py + 11 / pixel_size_um * np.sin(angle), px_ + 11 / pixel_size_um * np.cos(angle)
+        else:
+            cy, cx = rng.uniform(10, ny - 10), rng.uniform(10, nx - 10)
+        if not (8 <= cy < ny - 8 and 8 <= cx < nx - 8):
+            continue
+        if any(np.hypot(cy - y, cx - x) < 9 / pixel_size_um for y, x in centres):
+            continue
+        radius_um = rng.uniform(4.0, 5.5) if kind == "fluorescence" else rng.uniform(5.5, 8.0)
+        r, e, phi = radius_um / pixel_size_um, rng.uniform(0.7, 1.0), rng.uniform(0, np.pi)
+        u = (yy - cy) * np.cos(phi) + (xx - cx) * np.sin(phi)
+        v = -(yy - cy) * np.sin(phi) + (xx - cx) * np.cos(phi)
+        rho = np.hypot(u / r, v / (r * e))
+        stain = np.maximum(stain, np.clip(1.2 * (1 - rho ** 4), 0, 1) * rng.uniform(0.7, 1.0))
+        centres.append((cy, cx))
+    if kind == "crystal_violet":
+        od = (ndi.gaussian_filter(stain, 1.0)[..., None] * 0.9 * _CV_OD
+              + 0.25 * pores[..., None] * np.ones(3) / np.sqrt(3) + 0.03)
+        light = np.array([235.0, 228.0, 240.0]) * (1 - 0.1 * (xx / nx))[..., None]
+        rgb = light * 10 ** (-od) + rng.normal(0, 2.0, od.shape)
+        image = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    elif kind == "fluorescence":
+        signal = 800 * ndi.gaussian_filter(stain, 1.0) + 60 * ndi.gaussian_filter(pores, 1.0) + 40
+        image = _camera(rng, signal)
+    else:
+        raise ValueError(f"kind must be crystal_violet or fluorescence, not {kind!r}")
+    return Membrane(image=image, n_cells=len(centres), n_pores=n_pores, pixel_size_um=pixel_size_um)

@@ -12,7 +12,7 @@ import yaml
 
 from .io import InputError
 
-MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology")
+MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology", "wound", "transwell")
 # Channel roles a sample sheet's channels column may assign, per modality.
 CHANNEL_ROLES = {"fluorescence": ("nuclei", "exosomes", "cells", "markers"), "histology": ("nuclei", "marker")}
 SHEET_COLUMNS = ["sample", "modality", "path", "group", "subject", "timepoint", "marker",

@@ -42,7 +42,7 @@ _ROWS = samples.to_dict("index")
 
 wildcard_constraints:
     sample=r"[A-Za-z0-9_.-]+",
-    modality="fluorescence|bli|photoacoustic|histology",
+    modality="fluorescence|bli|photoacoustic|histology|wound|transwell",
 
 
 def samples_of(modality):
@@ -155,7 +155,7 @@ def sample_raw_size_mb(wildcards):
 
 
 # Modalities this version analyses; each has a rule writing results/<modality>/<sample>/metrics.json.
-MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology")
+MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology", "wound", "transwell")
 
 
 def metrics_files():
@@ -197,6 +197,7 @@ def all_outputs():
     tables = [f"{RESULTS}/tables/{name}.csv" for name in ("samples", "subjects", "groups")]
     if samples_of("bli"):
         tables.append(f"{RESULTS}/tables/timecourse.csv")
+    tables += vitro_tables()  # workflow/rules/markers.smk, wound.smk
     plots = expand(f"{RESULTS}/plots/{{modality}}.png", modality=analysed_modalities())
     return tables + plots + [f"{RESULTS}/provenance/versions.json"]
 

@@ -1,0 +1,135 @@
+"""Transwell migration: cells on the underside of a membrane, per field and per mm².
+
+Crystal-violet brightfield images are unmixed by colour deconvolution (optical density against
+the image's own light level) into crystal violet, a neutral grey density (the membrane and its
+pores, which scatter all colours alike) and a residual; DAPI (fluorescence) images use the
+background-corrected nuclear channel. Stained objects are found by Otsu's threshold on the
+smoothed stain. Objects smaller than
+half a pore's area are specks, and objects up to twice a pore's area with less than half the
+stain of the large objects (the median of those above a cell's area) are pores: pores are holes,
+unstained by crystal violet, faintly autofluorescent in DAPI. Touching cells are split by area: a clump
+counts as its area over the typical single cell's (the median object between one and two cells'
+expected areas, else the expected area).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from . import io, qc
+from .background import background_surface
+
+# Crystal violet's optical density per RGB channel (unit vector): it absorbs near 590 nm, red and
+# green far more than blue, so stained cells look violet.
+CRYSTAL_VIOLET = np.array([0.60, 0.75, 0.28])
+NEUTRAL = np.ones(3) / np.sqrt(3)
+OBJECT_COLUMNS = ["object_id", "y", "x", "area_um2", "kind", "cells"]
+DEFAULTS = {"stain": "auto", "channel": 0, "cell_diameter_um": 12.0, "pore_diameter_um": 8.0, "pixel_size_um": None}
+
+
+def stain_matrix(stain=CRYSTAL_VIOLET) -> np.ndarray:
+    """Rows: the stain, neutral grey and their cross product (residual), as unit vectors."""
+    stain = np.asarray(stain, float) / np.linalg.norm(stain)
+    residual = np.cross(stain, NEUTRAL)
+    return np.stack([stain, NEUTRAL, residual / np.linalg.norm(residual)])
+
+
+def crystal_violet_density(rgb: np.ndarray, *, stain=CRYSTAL_VIOLET) -> np.ndarray:
+    """Crystal-violet optical density per pixel of an RGB brightfield image.
+
+    The light level of each channel is the image's bright end (99.5th percentile): a membrane
+    field is mostly unstained.
+    """
+    rgb = rgb[..., :3].astype(np.float64)
+    light = np.percentile(rgb.reshape(-1, 3), 99.5, axis=0)
+    od = -np.log10(np.clip(rgb / np.maximum(light, 1e-9), 1e-4, 1.0))
+    return (od.reshape(-1, 3) @ np.linalg.inv(stain_matrix(stain)))[:, 0].reshape(rgb.shape[:2])
+
+
+def count_cells(density: np.ndarray, *, pixel_size_um: float, cell_diameter_um: float = 12.0,
+                pore_diameter_um: float = 8.0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Migrated cells in a stain-density image (cells bright, membrane dark).
+
+    Returns one row per stained object (``kind`` ``cell`` or ``pore``, ``cells`` the number of
+    cells it counts for) and the object labels.
+    """
+    from skimage.filters import threshold_otsu
+
+    smooth = ndi.gaussian_filter(density.astype(np.float64), max(0.1 * cell_diameter_um / pixel_size_um, 0.5))
+    mask = smooth > threshold_otsu(smooth)
+    mask = ndi.binary_fill_holes(ndi.binary_opening(mask, iterations=1))
+    labels, n = ndi.label(mask)
+    area_px = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    area = area_px * pixel_size_um ** 2
+    centres = ndi.center_of_mass(mask, labels, np.arange(1, n + 1)) if n else []
+    cell_area = np.pi * (cell_diameter_um / 2) ** 2
+    pore_area = np.pi * (pore_diameter_um / 2) ** 2
+    mean = ndi.mean(density, labels, np.arange(1, n + 1)) if n else np.zeros(0)
+    large = mean[area >= cell_area]
+    bright = np.median(large) if len(large) else (np.percentile(mean, 90) if n else 0.0)
+    # Pores are holes: crystal violet does not stain them and DAPI only shows their faint
+    # autofluorescence, so a pore-sized object is a pore when it is dim; specks are not cells.
+    is_cell = ~(((mean < 0.5 * bright) & (area < 2 * pore_area)) | (area < 0.5 * pore_area))
+    single = area[is_cell & (area < 2 * cell_area) & (area > 0.5 * cell_area)]
+    typical = float(np.median(single)) if len(single) >= 5 else cell_area
+    cells = np.where(is_cell, np.maximum(1, np.round(area / typical)), 0).astype(int)
+    table = pd.DataFrame({"object_id": np.arange(1, n + 1),
+                          "y": [c[0] for c in centres], "x": [c[1] for c in centres],
+                          "area_um2": area, "kind": np.where(is_cell, "cell", "pore"), "cells": cells},
+                         columns=OBJECT_COLUMNS)
+    return table, labels
+
+
+def stain_density(image: io.Image, *, stain: str, channel) -> tuple[np.ndarray, str]:
+    """The image's stain density and which stain it was (``auto``: RGB is crystal violet)."""
+    data = image.data[0]  # (C, Z, Y, X)
+    rgb = data.shape[0] == 3 and stain in ("auto", "crystal_violet")
+    if stain == "crystal_violet" and data.shape[0] != 3:
+        raise io.InputError(f"a crystal-violet image must be RGB; this one has {data.shape[0]} channel(s)")
+    if rgb:
+        return crystal_violet_density(np.moveaxis(data.max(axis=1), 0, -1)), "crystal_violet"
+    plane = data[io.resolve_channel(image, channel, role="transwell nuclei")].max(axis=0).astype(np.float32)
+    return plane - background_surface(plane), "fluorescence"
+
+
+def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_size_um=None) -> dict:
+    """Read, count and write one membrane field (``outputs``: ``objects``, ``metrics``, ``qc``)."""
+    from .sheet import parse_pixel_size
+
+    options = {**DEFAULTS, **options}
+    try:
+        image = io.read_image(path)
+        given = parse_pixel_size(pixel_size_um)
+        size = given[2] if given else image.pixel_size_um[2] or options["pixel_size_um"]
+        if size is None:
+            raise io.InputError("the image does not state its pixel size; give pixel_size_um in the "
+                                "sample sheet or transwell.pixel_size_um in the config")
+        density, stain = stain_density(image, stain=options["stain"], channel=options["channel"])
+        table, labels = count_cells(density, pixel_size_um=float(size), cell_diameter_um=options["cell_diameter_um"],
+                                    pore_diameter_um=options["pore_diameter_um"])
+    except Exception as exc:
+        return qc.write_failure(sample, qc.failure_reason(sample, exc), outputs, tables={"objects": OBJECT_COLUMNS})
+    field_mm2 = density.size * float(size) ** 2 / 1e6
+    n_cells = int(table["cells"].sum())
+    warnings = []
+    if (table["kind"] == "pore").sum() == 0 and n_cells == 0:
+        warnings.append("no stained object at all: check the stain and channel")
+    io.write_table(table, outputs["objects"])
+    lo, hi = np.percentile(density, [1, 99.5])
+    grey = (np.clip((density - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    kinds = np.concatenate([[""], table["kind"].to_numpy(str)])[labels]
+    edge = (labels > 0) & ~ndi.binary_erosion(labels > 0)
+    rgb[edge & (kinds == "cell")] = (255, 200, 0)
+    rgb[edge & (kinds == "pore")] = (80, 160, 255)
+    overlay = qc._header(rgb, f"{sample}: {n_cells} migrated cells ({n_cells / field_mm2:.0f}/mm²; "
+                              "yellow cells, blue pores ignored)")
+    io.write_png(qc.with_warnings(overlay, warnings), outputs["qc"])
+    metrics = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path),
+               "migrated_cells_per_field": n_cells, "migrated_cells_per_mm2": n_cells / field_mm2,
+               "field_mm2": field_mm2, "n_pores": int((table["kind"] == "pore").sum()), "stain": stain,
+               "pixel_size_um": float(size)}
+    io.write_json(metrics, outputs["metrics"])
+    return metrics

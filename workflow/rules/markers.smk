@@ -1,0 +1,45 @@
+# Polarization markers: the study's gate from the control group's cells (exotrack.markers).
+#
+# Each fluorescence job gates its own cells (cells.csv <marker>_positive, samples.csv
+# <marker>_pct_positive); this step re-gates every sample on the pooled cells of the control
+# group, the study's default answer, in results/tables/markers.csv.
+
+
+def marker_samples():
+    """Fluorescence samples with marker channels (the sheet's markers= role, or the config's)."""
+    configured = bool(config["fluorescence"]["markers"]["names"])
+    return [s for s in samples_of("fluorescence")
+            if "markers=" in (_ROWS[s]["channels"] or "") or (configured and not _ROWS[s]["channels"])]
+
+
+def vitro_tables():
+    """Study tables of the in-vitro assays present in the sheet."""
+    tables = []
+    if marker_samples():
+        tables += [f"{RESULTS}/tables/{n}.csv" for n in ("markers", "markers_gates", "markers_groups")]
+        tables.append(f"{RESULTS}/plots/markers.png")
+    if samples_of("wound"):
+        tables.append(f"{RESULTS}/tables/wound_timecourse.csv")
+    return tables
+
+
+rule gate_markers:
+    input:
+        cells=[f"{RESULTS}/fluorescence/{s}/cells.csv" for s in marker_samples()],
+        metrics=[f"{RESULTS}/fluorescence/{s}/metrics.json" for s in marker_samples()],
+    output:
+        markers=f"{RESULTS}/tables/markers.csv",
+        gates=f"{RESULTS}/tables/markers_gates.csv",
+        groups=f"{RESULTS}/tables/markers_groups.csv",
+        png=f"{RESULTS}/plots/markers.png",
+        svg=f"{RESULTS}/plots/markers.svg",
+    params:
+        samples=marker_samples(),
+        groups={s: _ROWS[s]["group"] for s in marker_samples()},
+        subjects={s: _ROWS[s]["subject"] or s for s in marker_samples()},
+        control=config["control_group"],
+        statistics=config["statistics"],
+    log:
+        "logs/gate_markers.log",
+    script:
+        "../../scripts/gate_markers.py"
