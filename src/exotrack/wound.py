@@ -4,9 +4,10 @@ A monolayer is textured at the scale of a cell whatever the contrast (phase-cont
 cell bodies, or a fluorescent stain's cells and the gaps between them); the scratch is flat, only
 camera noise. The cell-free area is therefore where the local standard deviation, over a window
 of about one cell, is low: Otsu's threshold on its logarithm (two populations, monolayer and
-scratch), cleaned at the scale of a cell, and kept as the low-texture regions that run the length
-of the scratch (touching both image borders along its axis, found on time 0). Gaps between cells
-inside the monolayer are not wound.
+scratch), cleaned at the scale of a cell. At time 0 the wound is the low-texture regions that run
+the length of the scratch (touching both image borders along its axis); later, the low-texture
+regions lying mostly inside it (cells bridging a closing wound break it into pieces). Gaps
+between cells inside the monolayer are not wound.
 
 Per timepoint: wound area (mm²), mean width (µm: area over the scratch's length), % closure
 relative to time 0. Per well: the closure rate (µm/h), the slope of a least-squares line through
@@ -32,6 +33,11 @@ from . import io, qc
 FRAME_COLUMNS = ["time_h", "wound_area_mm2", "mean_width_um", "pct_closure", "found"]
 DEFAULTS = {"cell_diameter_um": 15.0, "pixel_size_um": None, "frame_interval_h": None,
             "channel": 0, "max_closure_fit_pct": 90.0}
+# Scales, in cell diameters: the detail kept (high-pass sigma), the texture window (sigma) and the
+# radius of the cleaning (opening, closing).
+DETAIL_CELLS = 0.25
+WINDOW_CELLS = 0.35
+CLEAN_CELLS = 0.35
 _TIME = re.compile(r"(?<![0-9.])([0-9]+(?:\.[0-9]+)?)\s*h(?:ours?|rs?)?(?![a-z])", re.IGNORECASE)
 
 
@@ -65,7 +71,8 @@ def scratch_axis(mask: np.ndarray) -> int:
 
 
 def segment_wound(image: np.ndarray, *, pixel_size_um: float, cell_diameter_um: float = 15.0,
-                  threshold: float | None = None, axis: int | None = None) -> tuple[np.ndarray, float, int]:
+                  threshold: float | None = None, axis: int | None = None,
+                  within: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
     """Cell-free area of one 2-D frame.
 
     Parameters
@@ -79,22 +86,25 @@ def segment_wound(image: np.ndarray, *, pixel_size_um: float, cell_diameter_um: 
         Texture threshold; by default Otsu's on this frame's log texture.
     axis : int, optional
         The scratch's axis (see :func:`scratch_axis`); by default from this frame.
+    within : ndarray of bool, optional
+        The wound at time 0. Given, the mask holds the low-texture regions lying mostly inside
+        it: a closing wound may be bridged by cells and no longer run across the image.
 
     Returns
     -------
-    mask, threshold, axis. The mask holds the low-texture regions that touch both borders along
-    the scratch's axis; it is empty when there is none.
+    mask, threshold, axis. Without ``within``, the mask holds the low-texture regions that touch
+    both borders along the scratch's axis; it is empty when there is none.
     """
     cell_px = cell_diameter_um / pixel_size_um
     # Texture of the detail within a quarter of a cell: a monolayer's cells and the gaps between
     # them, not the step in brightness at a fluorescent monolayer's edge (a window straddling the
     # edge would count that step as texture and narrow the wound).
-    detail = image.astype(np.float64) - ndi.gaussian_filter(image.astype(np.float64), max(cell_px / 4, 1.0))
-    texture = local_sd(detail, sigma_px=max(cell_px / 2, 1.0))
+    detail = image.astype(np.float64) - ndi.gaussian_filter(image.astype(np.float64), max(DETAIL_CELLS * cell_px, 1.0))
+    texture = local_sd(detail, sigma_px=max(WINDOW_CELLS * cell_px, 1.0))
     if threshold is None:
         threshold = texture_threshold(texture)
     low = texture < threshold
-    radius = max(int(round(cell_px / 2)), 1)
+    radius = max(int(round(CLEAN_CELLS * cell_px)), 1)
     disk = _disk(radius)
     # Padded with the border's own values: morphology would otherwise treat the outside as
     # monolayer and peel the wound off the image's edge.
@@ -106,6 +116,10 @@ def segment_wound(image: np.ndarray, *, pixel_size_um: float, cell_diameter_um: 
     labels, n = ndi.label(low)
     if n == 0:
         return low, threshold, axis
+    if within is not None:
+        inside = np.bincount(labels.ravel(), weights=within.ravel(), minlength=n + 1)
+        share = inside / np.maximum(np.bincount(labels.ravel(), minlength=n + 1), 1)
+        return (share > 0.5)[labels] & (labels > 0), threshold, axis
     first = np.unique(labels.take(0, axis=axis))
     last = np.unique(labels.take(-1, axis=axis))
     spanning = np.intersect1d(first[first > 0], last[last > 0])
@@ -145,7 +159,7 @@ def analyse_series(frames: np.ndarray, times_h, *, pixel_size_um: float, cell_di
     area0 = mask0.sum() * pixel_size_um ** 2
     for frame, t in zip(frames, times):
         mask = mask0 if t == 0 else segment_wound(frame, pixel_size_um=pixel_size_um, cell_diameter_um=cell_diameter_um,
-                                                  threshold=threshold, axis=axis)[0]
+                                                  threshold=threshold, axis=axis, within=mask0)[0]
         area_um2 = mask.sum() * pixel_size_um ** 2
         rows.append({"time_h": t, "wound_area_mm2": area_um2 / 1e6, "mean_width_um": area_um2 / length_um,
                      "pct_closure": 100 * (1 - area_um2 / area0), "found": bool(mask.any())})
