@@ -247,6 +247,7 @@ class Membrane:
     n_cells: int
     n_pores: int
     pixel_size_um: float
+    centres: np.ndarray  # (n_cells, 2) y, x in pixels
 
 
 # Crystal violet as this simulator's camera sees it (not the analyser's vector).
@@ -258,8 +259,8 @@ def simulate_membrane(*, kind: str = "crystal_violet", shape=(512, 512), pixel_s
                       seed: int = 0) -> Membrane:
     """Simulate a membrane's underside after a transwell assay.
 
-    Pores: a jittered lattice of round holes of ``pore_diameter_um`` (a neutral grey rim in
-    brightfield, faint autofluorescent discs in DAPI). Cells: ellipses of 10-16 µm that may touch
+    Pores: a jittered lattice of round holes of ``pore_diameter_um`` (in brightfield a grey rim
+    that holds some crystal violet, in DAPI autofluorescent discs a third as bright as nuclei). Cells: ellipses of 10-16 µm that may touch
     (about one in five placed beside another), crystal-violet stained (or DAPI nuclei of 8-11 µm
     in ``kind="fluorescence"``).
     """
@@ -299,16 +300,17 @@ def simulate_membrane(*, kind: str = "crystal_violet", shape=(512, 512), pixel_s
         centres.append((cy, cx))
     if kind == "crystal_violet":
         od = (ndi.gaussian_filter(stain, 1.0)[..., None] * 0.9 * _CV_OD
-              + 0.25 * pores[..., None] * np.ones(3) / np.sqrt(3) + 0.03)
+              + pores[..., None] * (0.3 * np.ones(3) / np.sqrt(3) + 0.25 * _CV_OD) + 0.03)
         light = np.array([235.0, 228.0, 240.0]) * (1 - 0.1 * (xx / nx))[..., None]
         rgb = light * 10 ** (-od) + rng.normal(0, 2.0, od.shape)
         image = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
     elif kind == "fluorescence":
-        signal = 800 * ndi.gaussian_filter(stain, 1.0) + 60 * ndi.gaussian_filter(pores, 1.0) + 40
+        signal = 800 * ndi.gaussian_filter(stain, 1.0) + 250 * ndi.gaussian_filter(pores, 1.0) + 40
         image = _camera(rng, signal)
     else:
         raise ValueError(f"kind must be crystal_violet or fluorescence, not {kind!r}")
-    return Membrane(image=image, n_cells=len(centres), n_pores=n_pores, pixel_size_um=pixel_size_um)
+    return Membrane(image=image, n_cells=len(centres), n_pores=n_pores, pixel_size_um=pixel_size_um,
+                    centres=np.array(centres))
 
 
 def write_demo_vitro(directory, *, seed: int = 0) -> list[dict]:

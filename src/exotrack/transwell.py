@@ -4,10 +4,12 @@ Crystal-violet brightfield images are unmixed by colour deconvolution (optical d
 the image's own light level) into crystal violet, a neutral grey density (the membrane and its
 pores, which scatter all colours alike) and a residual; DAPI (fluorescence) images use the
 background-corrected nuclear channel. Stained objects are found by Otsu's threshold on the
-smoothed stain. Objects smaller than
-half a pore's area are specks, and objects up to twice a pore's area with less than half the
-stain of the large objects (the median of those above a cell's area) are pores: pores are holes,
-unstained by crystal violet, faintly autofluorescent in DAPI. A clump of touching cells counts one
+smoothed stain. Pores are holes: crystal violet stains them little, DAPI shows only their
+autofluorescence; they are small, round and all alike. When the objects hold a dim population that
+is mostly pore-sized (two populations of log density), those up to twice a pore's area are the
+pores, left out, and objects are cut again above the brightest pore's brightest pixel (a cell
+beside a pore is then one cell); objects under
+half a pore's area are specks. (A nucleus is about as large as a pore: size alone cannot tell them apart.) A clump of touching cells counts one
 cell per peak of its distance transform.
 """
 
@@ -51,26 +53,26 @@ def count_cells(density: np.ndarray, *, pixel_size_um: float, cell_diameter_um: 
                 pore_diameter_um: float = 8.0) -> tuple[pd.DataFrame, np.ndarray]:
     """Migrated cells in a stain-density image (cells bright, membrane dark).
 
-    Returns one row per stained object (``kind`` ``cell`` or ``pore``, ``cells`` the number of
-    cells it counts for) and the object labels.
+    Returns one row per object counted from (``kind`` ``cell`` or ``speck``, ``cells`` the number
+    of cells it counts for), the object labels and the number of pores seen and left out.
     """
     from skimage.filters import threshold_otsu
 
     smooth = ndi.gaussian_filter(density.astype(np.float64), max(0.1 * cell_diameter_um / pixel_size_um, 0.5))
-    mask = smooth > threshold_otsu(smooth)
-    mask = ndi.binary_fill_holes(ndi.binary_opening(mask, iterations=1))
-    labels, n = ndi.label(mask)
-    area_px = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    area = area_px * pixel_size_um ** 2
-    centres = ndi.center_of_mass(mask, labels, np.arange(1, n + 1)) if n else []
-    cell_area = np.pi * (cell_diameter_um / 2) ** 2
     pore_area = np.pi * (pore_diameter_um / 2) ** 2
-    mean = ndi.mean(density, labels, np.arange(1, n + 1)) if n else np.zeros(0)
-    large = mean[area >= cell_area]
-    bright = np.median(large) if len(large) else (np.percentile(mean, 90) if n else 0.0)
-    # Pores are holes: crystal violet does not stain them and DAPI only shows their faint
-    # autofluorescence, so a pore-sized object is a pore when it is dim; specks are not cells.
-    is_cell = ~(((mean < 0.5 * bright) & (area < 2 * pore_area)) | (area < 0.5 * pore_area))
+    mask, labels, n, area, mean = _objects(smooth, density, threshold_otsu(smooth), pixel_size_um)
+    levels = _pore_and_cell_levels(area, mean, pore_area=pore_area)
+    pores = np.zeros(0, bool)
+    if levels is not None:
+        # Pores show: they are the dim pore-sized objects, and objects are cut again above them,
+        # so that a cell beside a pore stays one cell and the pores drop out.
+        pores = (mean <= levels[0]) & (area < 2 * pore_area)
+        kept = np.concatenate([[False], ~pores])[labels]
+        brightest_pore = float(np.max(ndi.maximum(smooth, labels, np.flatnonzero(pores) + 1)))
+        mask, labels, n, area, mean = _objects(np.where(kept, smooth, 0), density,
+                                               max(brightest_pore, threshold_otsu(smooth)), pixel_size_um)
+    centres = ndi.center_of_mass(mask, labels, np.arange(1, n + 1)) if n else []
+    is_cell = area >= 0.5 * pore_area  # smaller: specks
     # Touching cells: one per peak of the distance to the background, peaks at least 0.7 of a
     # cell's radius apart (each cell is about round, so its centre is the farthest from the edge).
     from skimage.feature import peak_local_max
@@ -83,9 +85,36 @@ def count_cells(density: np.ndarray, *, pixel_size_um: float, cell_diameter_um: 
     cells = np.where(is_cell, np.maximum(1, per_object), 0).astype(int)
     table = pd.DataFrame({"object_id": np.arange(1, n + 1),
                           "y": [c[0] for c in centres], "x": [c[1] for c in centres],
-                          "area_um2": area, "kind": np.where(is_cell, "cell", "pore"), "cells": cells},
+                          "area_um2": area, "kind": np.where(is_cell, "cell", "speck"), "cells": cells},
                          columns=OBJECT_COLUMNS)
-    return table, labels
+    return table, labels, int(pores.sum())
+
+
+def _objects(smooth, density, threshold, pixel_size_um):
+    """Mask, labels, count, areas (µm²) and mean densities of the objects above ``threshold``."""
+    mask = ndi.binary_fill_holes(ndi.binary_opening(smooth > threshold, iterations=1))
+    labels, n = ndi.label(mask)
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:] * pixel_size_um ** 2
+    mean = np.asarray(ndi.mean(density, labels, np.arange(1, n + 1))) if n else np.zeros(0)
+    return mask, labels, n, area, mean
+
+
+def _pore_and_cell_levels(area, mean, *, pore_area: float):
+    """The brightest pore's density and the typical cell's, when the objects hold a dim population that is
+    mostly pore-sized (Otsu's split of log density, Ashman's D >= 3); else None (pores unseen)."""
+    from skimage.filters import threshold_otsu
+
+    if len(mean) < 10 or not (mean > 0).all() or np.ptp(mean) == 0:
+        return None
+    logs = np.log(mean)
+    low = logs <= threshold_otsu(logs)
+    if low.all() or not low.any():
+        return None
+    spread = np.sqrt((logs[low].var() + logs[~low].var()) / 2)
+    sized = (area > 0.5 * pore_area) & (area < 2 * pore_area)
+    if np.sqrt(2) * (logs[~low].mean() - logs[low].mean()) / max(spread, 1e-12) < 3 or sized[low].mean() < 0.8:
+        return None
+    return float(np.exp(logs[low].max())), float(np.exp(np.median(logs[~low])))
 
 
 def stain_density(image: io.Image, *, stain: str, channel) -> tuple[np.ndarray, str]:
@@ -113,14 +142,14 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
             raise io.InputError("the image does not state its pixel size; give pixel_size_um in the "
                                 "sample sheet or transwell.pixel_size_um in the config")
         density, stain = stain_density(image, stain=options["stain"], channel=options["channel"])
-        table, labels = count_cells(density, pixel_size_um=float(size), cell_diameter_um=options["cell_diameter_um"],
+        table, labels, n_pores = count_cells(density, pixel_size_um=float(size), cell_diameter_um=options["cell_diameter_um"],
                                     pore_diameter_um=options["pore_diameter_um"])
     except Exception as exc:
         return qc.write_failure(sample, qc.failure_reason(sample, exc), outputs, tables={"objects": OBJECT_COLUMNS})
     field_mm2 = density.size * float(size) ** 2 / 1e6
     n_cells = int(table["cells"].sum())
     warnings = []
-    if (table["kind"] == "pore").sum() == 0 and n_cells == 0:
+    if n_cells == 0:
         warnings.append("no stained object at all: check the stain and channel")
     io.write_table(table, outputs["objects"])
     lo, hi = np.percentile(density, [1, 99.5])
@@ -129,13 +158,13 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
     kinds = np.concatenate([[""], table["kind"].to_numpy(str)])[labels]
     edge = (labels > 0) & ~ndi.binary_erosion(labels > 0)
     rgb[edge & (kinds == "cell")] = (255, 200, 0)
-    rgb[edge & (kinds == "pore")] = (80, 160, 255)
-    overlay = qc._header(rgb, f"{sample}: {n_cells} migrated cells ({n_cells / field_mm2:.0f}/mm²; "
-                              "yellow cells, blue pores ignored)")
+    rgb[edge & (kinds == "speck")] = (80, 160, 255)
+    overlay = qc._header(rgb, f"{sample}: {n_cells} migrated cells ({n_cells / field_mm2:.0f} per mm2; "
+                              f"{n_pores} pores left out; yellow cells, blue specks)")
     io.write_png(qc.with_warnings(overlay, warnings), outputs["qc"])
     metrics = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path),
                "migrated_cells_per_field": n_cells, "migrated_cells_per_mm2": n_cells / field_mm2,
-               "field_mm2": field_mm2, "n_pores": int((table["kind"] == "pore").sum()), "stain": stain,
+               "field_mm2": field_mm2, "n_pores_seen": n_pores, "stain": stain,
                "pixel_size_um": float(size)}
     io.write_json(metrics, outputs["metrics"])
     return metrics

@@ -88,7 +88,8 @@ def segment_wound(image: np.ndarray, *, pixel_size_um: float, cell_diameter_um: 
         The scratch's axis (see :func:`scratch_axis`); by default from this frame.
     within : ndarray of bool, optional
         The wound at time 0. Given, the mask holds the low-texture regions lying mostly inside
-        it: a closing wound may be bridged by cells and no longer run across the image.
+        it and larger than four cells: a closing wound may be bridged by cells and no longer run
+        across the image.
 
     Returns
     -------
@@ -117,9 +118,12 @@ def segment_wound(image: np.ndarray, *, pixel_size_um: float, cell_diameter_um: 
     if n == 0:
         return low, threshold, axis
     if within is not None:
-        inside = np.bincount(labels.ravel(), weights=within.ravel(), minlength=n + 1)
-        share = inside / np.maximum(np.bincount(labels.ravel(), minlength=n + 1), 1)
-        return (share > 0.5)[labels] & (labels > 0), threshold, axis
+        size = np.bincount(labels.ravel(), minlength=n + 1)
+        share = np.bincount(labels.ravel(), weights=within.ravel(), minlength=n + 1) / np.maximum(size, 1)
+        # Gaps of a few cells behind a moving front are not the wound.
+        keep = (share > 0.5) & (size >= np.pi * cell_px ** 2)
+        keep[0] = False
+        return keep[labels], threshold, axis
     first = np.unique(labels.take(0, axis=axis))
     last = np.unique(labels.take(-1, axis=axis))
     spanning = np.intersect1d(first[first > 0], last[last > 0])
@@ -272,7 +276,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
         warnings.append(f"width does not fall linearly with time (r² {metrics['fit_r2']:.2f}); "
                         "the closure rate is an average")
     io.write_table(table, outputs["frames"])
-    title = f"{sample}: {metrics['closure_rate_um_h']:.1f} µm/h".replace("nan", "-")
+    title = f"{sample}: closure {metrics['closure_rate_um_h']:.1f} um/h".replace("nan", "-")
     io.write_png(qc.with_warnings(overlay(frames, masks, table, title=title), warnings), outputs["qc"])
     result = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path), **metrics,
               "pixel_size_um": float(size), "times_h": table["time_h"].tolist()}
