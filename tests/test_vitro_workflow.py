@@ -23,3 +23,34 @@ def test_vitro_study_end_to_end(tmp_path):
     assert exo.loc["membrane_exo", "migrated_cells_per_field"] > exo.loc["membrane_pbs", "migrated_cells_per_field"]
     for png in ("markers", "wound", "transwell"):
         assert (tmp_path / "results" / "plots" / f"{png}.png").exists()
+
+
+def test_bad_vitro_input_is_named_and_other_samples_go_on(tmp_path):
+    from exotrack.demo_vitro import simulate_marker_well, simulate_scratch_series, write_marker_well
+    import tifffile
+
+    rows = []
+    for sample, markers in (("well_ok", "CD206,iNOS"), ("well_no_arg1", "CD206,Arg1")):
+        well = simulate_marker_well(treated=True, shape=(256, 256), seed=5)
+        rows.append({"sample": sample, "modality": "fluorescence", "group": "PBS",
+                     "path": write_marker_well(tmp_path, sample, well).as_posix(),
+                     "channels": f"nuclei=Hoechst;exosomes=CD63-RFP;cells=CellMask;markers={markers}"})
+    series = simulate_scratch_series(kind="phase", shape=(192, 192), seed=2)
+    for sample, frames in (("scratch_ok", slice(None)), ("scratch_no_t0", slice(1, None))):
+        folder = tmp_path / sample
+        folder.mkdir()
+        for frame, t in zip(series.frames[frames], series.times_h[frames]):
+            tifffile.imwrite(folder / f"{sample}_{t:g}h.tif", frame)
+        rows.append({"sample": sample, "modality": "wound", "group": "PBS", "path": sample, "pixel_size_um": 1.3})
+    pd.DataFrame(rows).to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
+    run_snakemake(tmp_path, "--config", "samples=samples.tsv")
+    table = pd.read_csv(tmp_path / "results" / "tables" / "samples.csv").set_index("sample")
+    assert table.loc["well_ok", "status"] == "ok" and table.loc["scratch_ok", "status"] == "ok"
+    status = table.loc["well_no_arg1", "status"]
+    assert status.startswith("error:") and "Arg1" in status and "not found" in status
+    status = table.loc["scratch_no_t0", "status"]
+    assert status.startswith("error:") and "no time 0" in status and "4 h" in status
+    markers = pd.read_csv(tmp_path / "results" / "tables" / "markers.csv")
+    assert set(markers["sample"]) == {"well_ok"}
+    log = (tmp_path / "logs" / "analyse_wound" / "scratch_no_t0.log").read_text()
+    assert "scratch_no_t0" in log
