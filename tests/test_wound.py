@@ -45,3 +45,17 @@ def test_folder_of_timed_images_names_the_missing_time_zero(tmp_path):
                                    outputs=outputs)
     assert metrics["status"].startswith("error:") and "no time 0" in metrics["status"]
     assert outputs["qc"].exists() and outputs["frames"].exists()
+
+
+def test_config_schema_defaults_match_the_libraries():
+    import yaml
+
+    from exotrack import transwell
+    from exotrack.sheet import validate_config
+    from conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    filled = validate_config({"samples": "x.tsv"}, schema)
+    assert filled["wound"] == wound.DEFAULTS and filled["transwell"] == transwell.DEFAULTS
+    shipped = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), schema)
+    assert shipped["wound"] == wound.DEFAULTS and shipped["transwell"] == transwell.DEFAULTS

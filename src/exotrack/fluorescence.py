@@ -63,6 +63,7 @@ DEFAULTS = {
     "frame_interval_s": None,
     "min_puncta_positive": 1,
     "max_saturated_fraction": 0.05,
+    "markers": markers.DEFAULTS,
 }
 
 
