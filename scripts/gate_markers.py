@@ -7,7 +7,7 @@ import pandas as pd
 
 from exotrack import io
 from exotrack.markers import study_gates
-from exotrack.plots import group_figure, save
+from exotrack.plots import group_figure, save, uptake_figure
 from exotrack.stats import group_table, subject_values
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
@@ -41,3 +41,5 @@ headline = [n for n in names if n.endswith(("_pct_positive", "_spearman_puncta",
 figure = group_figure(subject_values(wide, headline), groups, headline, control=params.control,
                       title="markers (control-group gate): one point per subject")
 save(figure, output.png, output.svg)
+save(uptake_figure(table, control=params.control, title="marker-positive cells by uptake (control-group gate)"),
+     output.uptake_png, output.uptake_svg)

@@ -21,7 +21,11 @@ def test_vitro_study_end_to_end(tmp_path):
     exo = samples.set_index("sample")
     assert exo.loc["scratch_exo", "closure_rate_um_h"] > exo.loc["scratch_pbs", "closure_rate_um_h"]
     assert exo.loc["membrane_exo", "migrated_cells_per_field"] > exo.loc["membrane_pbs", "migrated_cells_per_field"]
-    for png in ("markers", "wound", "transwell"):
+    gates = pd.read_csv(tmp_path / "results" / "tables" / "markers_gates.csv")
+    assert gates["gate"].str.startswith("control group 'PBS'").all()
+    wound_groups = pd.read_csv(tmp_path / "results" / "tables" / "wound_groups.csv")
+    assert set(wound_groups["timepoint"].astype(str)) >= {"0.0", "12.0", "auc"}
+    for png in ("markers", "markers_uptake", "wound", "wound_timecourse", "transwell"):
         assert (tmp_path / "results" / "plots" / f"{png}.png").exists()
 
 

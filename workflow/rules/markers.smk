@@ -17,9 +17,9 @@ def vitro_tables():
     tables = []
     if marker_samples():
         tables += [f"{RESULTS}/tables/{n}.csv" for n in ("markers", "markers_gates", "markers_groups")]
-        tables.append(f"{RESULTS}/plots/markers.png")
+        tables += [f"{RESULTS}/plots/markers.png", f"{RESULTS}/plots/markers_uptake.png"]
     if samples_of("wound"):
-        tables.append(f"{RESULTS}/tables/wound_timecourse.csv")
+        tables += [f"{RESULTS}/tables/wound_timecourse.csv", f"{RESULTS}/plots/wound_timecourse.png"]
     return tables
 
 
@@ -33,6 +33,8 @@ rule gate_markers:
         groups=f"{RESULTS}/tables/markers_groups.csv",
         png=f"{RESULTS}/plots/markers.png",
         svg=f"{RESULTS}/plots/markers.svg",
+        uptake_png=f"{RESULTS}/plots/markers_uptake.png",
+        uptake_svg=f"{RESULTS}/plots/markers_uptake.svg",
     params:
         samples=marker_samples(),
         groups={s: _ROWS[s]["group"] for s in marker_samples()},

@@ -27,8 +27,13 @@ rule summarise_wound:
     input:
         frames=[f"{RESULTS}/wound/{s}/frames.csv" for s in samples_of("wound")],
     output:
-        f"{RESULTS}/tables/wound_timecourse.csv",
+        timecourse=f"{RESULTS}/tables/wound_timecourse.csv",
+        groups=f"{RESULTS}/tables/wound_groups.csv",
+        png=f"{RESULTS}/plots/wound_timecourse.png",
+        svg=f"{RESULTS}/plots/wound_timecourse.svg",
     params:
+        control=config["control_group"],
+        statistics=config["statistics"],
         samples=samples_of("wound"),
         rows={s: {c: _ROWS[s][c] for c in ("group", "subject", "timepoint")} for s in samples_of("wound")},
     log:
