@@ -59,3 +59,15 @@ def test_config_schema_defaults_match_the_libraries():
     assert filled["wound"] == wound.DEFAULTS and filled["transwell"] == transwell.DEFAULTS
     shipped = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), schema)
     assert shipped["wound"] == wound.DEFAULTS and shipped["transwell"] == transwell.DEFAULTS
+
+
+def test_multiframe_file_gives_times_from_its_frame_interval(tmp_path):
+    series = simulate_scratch_series(kind="fluorescence", initial_width_um=250.0, front_speed_um_h=5.0, seed=4)
+    io.write_ome_tiff(tmp_path / "well.ome.tif", series.frames[:, None], axes="TCYX", channel_names=["CellTracker"],
+                      pixel_size_um=(1.0, series.pixel_size_um, series.pixel_size_um), frame_interval_s=4 * 3600)
+    outputs = {k: tmp_path / "out" / f"{k}.{ext}" for k, ext in (("frames", "csv"), ("metrics", "json"), ("qc", "png"))}
+    metrics = wound.process_sample(sample="w1", path=tmp_path / "well.ome.tif", options={"channel": "CellTracker"},
+                                   outputs=outputs)
+    assert metrics["status"] == "ok" and metrics["times_h"] == [0.0, 4.0, 8.0, 12.0]
+    assert metrics["pixel_size_um"] == pytest.approx(series.pixel_size_um)
+    assert abs(metrics["closure_rate_um_h"] / series.width_rate_um_h - 1) <= 0.10

@@ -193,6 +193,24 @@ def qc_decisions():
     return [str(path)] if path.exists() else []
 
 
+def marker_samples():
+    """Fluorescence samples with marker channels (the sheet's markers= role, or the config's)."""
+    configured = bool(config["fluorescence"]["markers"]["names"])
+    return [s for s in samples_of("fluorescence")
+            if configured or "markers=" in (_ROWS[s]["channels"] or "")]
+
+
+def vitro_tables():
+    """Study tables of the in-vitro assays present in the sheet."""
+    tables = []
+    if marker_samples():
+        tables += [f"{RESULTS}/tables/{n}.csv" for n in ("markers", "markers_gates", "markers_groups")]
+        tables += [f"{RESULTS}/plots/markers.png", f"{RESULTS}/plots/markers_uptake.png"]
+    if samples_of("wound"):
+        tables += [f"{RESULTS}/tables/wound_timecourse.csv", f"{RESULTS}/plots/wound_timecourse.png"]
+    return tables
+
+
 def all_outputs():
     tables = [f"{RESULTS}/tables/{name}.csv" for name in ("samples", "subjects", "groups")]
     if samples_of("bli"):

@@ -5,24 +5,6 @@
 # group, the study's default answer, in results/tables/markers.csv.
 
 
-def marker_samples():
-    """Fluorescence samples with marker channels (the sheet's markers= role, or the config's)."""
-    configured = bool(config["fluorescence"]["markers"]["names"])
-    return [s for s in samples_of("fluorescence")
-            if "markers=" in (_ROWS[s]["channels"] or "") or (configured and not _ROWS[s]["channels"])]
-
-
-def vitro_tables():
-    """Study tables of the in-vitro assays present in the sheet."""
-    tables = []
-    if marker_samples():
-        tables += [f"{RESULTS}/tables/{n}.csv" for n in ("markers", "markers_gates", "markers_groups")]
-        tables += [f"{RESULTS}/plots/markers.png", f"{RESULTS}/plots/markers_uptake.png"]
-    if samples_of("wound"):
-        tables += [f"{RESULTS}/tables/wound_timecourse.csv", f"{RESULTS}/plots/wound_timecourse.png"]
-    return tables
-
-
 rule gate_markers:
     input:
         cells=[f"{RESULTS}/fluorescence/{s}/cells.csv" for s in marker_samples()],
