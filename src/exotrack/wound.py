@@ -70,9 +70,22 @@ def scratch_axis(mask: np.ndarray) -> int:
     return 0 if mask.any(axis=1).mean() >= mask.any(axis=0).mean() else 1
 
 
+def texture_map(image: np.ndarray, *, pixel_size_um: float, cell_diameter_um: float = 15.0) -> np.ndarray:
+    """Local standard deviation of the detail within a quarter cell, over a third of a cell.
+
+    Detail only: a monolayer's cells and the gaps between them, not the step in brightness at a
+    fluorescent monolayer's edge (a window straddling the edge would count that step as texture
+    and narrow the wound).
+    """
+    cell_px = cell_diameter_um / pixel_size_um
+    image = image.astype(np.float64)
+    detail = image - ndi.gaussian_filter(image, max(DETAIL_CELLS * cell_px, 1.0))
+    return local_sd(detail, sigma_px=max(WINDOW_CELLS * cell_px, 1.0))
+
+
 def segment_wound(image: np.ndarray, *, pixel_size_um: float, cell_diameter_um: float = 15.0,
                   threshold: float | None = None, axis: int | None = None,
-                  within: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
+                  within: np.ndarray | None = None, reference=None) -> tuple[np.ndarray, float, int]:
     """Cell-free area of one 2-D frame.
 
     Parameters
@@ -90,6 +103,10 @@ def segment_wound(image: np.ndarray, *, pixel_size_um: float, cell_diameter_um: 
         The wound at time 0. Given, the mask holds the low-texture regions lying mostly inside
         it and larger than four cells: a closing wound may be bridged by cells and no longer run
         across the image.
+    reference : (ndarray of bool, float), optional
+        Pixels that are monolayer in every frame and their median texture where ``threshold`` was
+        set: the threshold is scaled by this frame's median texture there over that, so that a
+        frame taken with other contrast (focus, illumination) is cut alike.
 
     Returns
     -------
@@ -97,13 +114,11 @@ def segment_wound(image: np.ndarray, *, pixel_size_um: float, cell_diameter_um: 
     both borders along the scratch's axis; it is empty when there is none.
     """
     cell_px = cell_diameter_um / pixel_size_um
-    # Texture of the detail within a quarter of a cell: a monolayer's cells and the gaps between
-    # them, not the step in brightness at a fluorescent monolayer's edge (a window straddling the
-    # edge would count that step as texture and narrow the wound).
-    detail = image.astype(np.float64) - ndi.gaussian_filter(image.astype(np.float64), max(DETAIL_CELLS * cell_px, 1.0))
-    texture = local_sd(detail, sigma_px=max(WINDOW_CELLS * cell_px, 1.0))
+    texture = texture_map(image, pixel_size_um=pixel_size_um, cell_diameter_um=cell_diameter_um)
     if threshold is None:
         threshold = texture_threshold(texture)
+    elif reference is not None and reference[0].any() and reference[1] > 0:
+        threshold = threshold * float(np.median(texture[reference[0]])) / reference[1]
     low = texture < threshold
     radius = max(int(round(CLEAN_CELLS * cell_px)), 1)
     disk = _disk(radius)
@@ -140,8 +155,9 @@ def analyse_series(frames: np.ndarray, times_h, *, pixel_size_um: float, cell_di
     """Wound area, width and closure of each frame, and the closure-rate fit.
 
     The texture threshold and scratch axis are set on time 0 (the frame with most contrast
-    between monolayer and scratch) and kept for later frames, so that a nearly closed wound is
-    not re-split by a threshold of its own. Raises :class:`io.InputError` when no time is 0 or
+    between monolayer and scratch) and kept for later frames, scaled by each frame's texture of
+    the monolayer far from the wound, so that a nearly closed wound is not re-split by a threshold
+    of its own and a frame of other contrast is cut alike. Raises :class:`io.InputError` when no time is 0 or
     time 0 shows no wound.
 
     Returns the per-frame table (``FRAME_COLUMNS``), the metrics and the masks.
@@ -158,12 +174,17 @@ def analyse_series(frames: np.ndarray, times_h, *, pixel_size_um: float, cell_di
     if not mask0.any():
         raise io.InputError("no wound found at time 0: no cell-free region runs across the image "
                             "(check the image, its pixel size, or wound.cell_diameter_um)")
+    # Monolayer in every frame: farther than two cells from the wound at time 0.
+    monolayer = ~ndi.binary_dilation(mask0, iterations=max(int(2 * cell_diameter_um / pixel_size_um), 1))
+    texture0 = texture_map(frames[0], pixel_size_um=pixel_size_um, cell_diameter_um=cell_diameter_um)
+    reference = (monolayer, float(np.median(texture0[monolayer]))) if monolayer.any() else None
     masks, rows = [], []
     length_um = frames.shape[1 + axis] * pixel_size_um
     area0 = mask0.sum() * pixel_size_um ** 2
     for frame, t in zip(frames, times):
         mask = mask0 if t == 0 else segment_wound(frame, pixel_size_um=pixel_size_um, cell_diameter_um=cell_diameter_um,
-                                                  threshold=threshold, axis=axis, within=mask0)[0]
+                                                  threshold=threshold, axis=axis, within=mask0,
+                                                  reference=reference)[0]
         area_um2 = mask.sum() * pixel_size_um ** 2
         rows.append({"time_h": t, "wound_area_mm2": area_um2 / 1e6, "mean_width_um": area_um2 / length_um,
                      "pct_closure": 100 * (1 - area_um2 / area0), "found": bool(mask.any())})
