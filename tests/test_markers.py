@@ -35,6 +35,7 @@ def wells():
 
 def test_segmented_cells_match_truth_one_to_one(wells):
     for well, result, table, truth in wells:
+        assert not any("cells only" in w for w in result.metrics["warnings"])
         assert (truth["found"] > 0).mean() >= 0.97
         assert not truth.loc[truth["found"] > 0, "found"].duplicated().any()
 
@@ -118,3 +119,10 @@ def test_missing_marker_channel_is_named():
     result = fluorescence.analyse_image(image, roles=roles, pixel_size_um=(1.0, 0.2, 0.2), options={})
     with pytest.raises(io.InputError, match="Arg1"):
         markers.add_markers(result, image, mapping=mapping, options={})
+
+
+def test_few_cells_warn_that_the_sample_gate_is_rough():
+    well = simulate_marker_well(treated=True, shape=(256, 256), seed=2)
+    result, table, truth = analyse(well)
+    assert len(table) < 20
+    assert any("cells only" in w for w in result.metrics["warnings"])

@@ -321,7 +321,7 @@ def write_demo_vitro(directory, *, seed: int = 0) -> list[dict]:
     rows = []
     for i, (sample, treated) in enumerate([("mac_pbs1", False), ("mac_pbs2", False),
                                            ("mac_exo1", True), ("mac_exo2", True)]):
-        well = simulate_marker_well(treated=treated, shape=(384, 384), seed=seed * 100 + i)
+        well = simulate_marker_well(treated=treated, shape=(512, 512), seed=seed * 100 + i)
         rel = write_marker_well(directory, sample, well)
         rows.append({"sample": sample, "modality": "fluorescence", "group": "exosome" if treated else "PBS",
                      "subject": sample, "timepoint": 24, "path": rel.as_posix(),

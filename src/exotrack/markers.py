@@ -232,7 +232,10 @@ def add_markers(result, image: io.Image, *, mapping: dict, options: dict | None)
         record[name] = {"channel": image.channel_names[i], "compartment": compartments[name],
                         "class": marker_class(name), "cofactor": cofactor, "threshold": threshold,
                         "gate": f"sample: {rule}"}
-        if rule == ONE_POPULATION:
+        if table[f"{name}_mean"].notna().sum() < 20:
+            warnings.append(f"{name}: {table[f'{name}_mean'].notna().sum()} cells only; the sample's own gate is "
+                            "rough (markers.csv gates on the control group's pooled cells)")
+        elif rule == ONE_POPULATION:
             warnings.append(f"{name}: the cells form one population; gated as if all were negative "
                             "(the study's control gate in markers.csv does not assume this)")
     result.cell_table = table

@@ -151,6 +151,9 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
     warnings = []
     if n_cells == 0:
         warnings.append("no stained object at all: check the stain and channel")
+    elif table.loc[table["cells"] > 1, "cells"].sum() > 0.3 * n_cells:
+        warnings.append(f"{table.loc[table['cells'] > 1, 'cells'].sum()} of {n_cells} cells are in clumps, "
+                        "counted by splitting them: the count is less certain")
     io.write_table(table, outputs["objects"])
     lo, hi = np.percentile(density, [1, 99.5])
     grey = (np.clip((density - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)

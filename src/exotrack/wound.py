@@ -293,6 +293,12 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
     warnings = []
     if not table["found"].iloc[1:].all() and (table["pct_closure"] < 100).any():
         warnings.append("the wound was not found at some timepoints after time 0 (taken as closed)")
+    field_mm2 = frames[0].size * float(size) ** 2 / 1e6
+    if metrics["wound_area_t0_mm2"] > 0.8 * field_mm2:
+        warnings.append(f"the wound covers {100 * metrics['wound_area_t0_mm2'] / field_mm2:.0f}% of the field at "
+                        "time 0: check on the QC image that the monolayer was found")
+    if (table["pct_closure"] < -10).any():
+        warnings.append("the wound grew by more than 10% after time 0 (cells detaching, or another field?)")
     if metrics["fit_n"] >= 3 and metrics["fit_r2"] < 0.8:
         warnings.append(f"width does not fall linearly with time (r² {metrics['fit_r2']:.2f}); "
                         "the closure rate is an average")
