@@ -41,8 +41,9 @@ def test_segmented_cells_match_truth_one_to_one(wells):
 
 
 def test_positivity_f1_and_percent_positive(wells):
-    """F1 over all wells' cells; % positive within 3 points per group (192 cells; one cell of a
-    64-cell well is 1.6 points, so a single well is held to 5)."""
+    """F1 over all wells' cells; % positive within 3 points per group (192 cells). A single well
+    is held to 7 (one cell of 64 is 1.6 points; over 12 other seeds the sample's own gate was off
+    by up to 6.3 in control wells with few CD206-positive cells, pooled by at most 1.0)."""
     for marker in MARKERS:
         hits, groups = [], {}
         for well, result, table, truth in wells:
@@ -51,7 +52,7 @@ def test_positivity_f1_and_percent_positive(wells):
             hits.append(pd.DataFrame({"truth": matched[f"{marker}_positive"].to_numpy(bool), "called": called}))
             measured = result.metrics["marker_metrics"][f"{marker}_pct_positive"]
             true = 100 * truth[f"{marker}_positive"].mean()
-            assert abs(measured - true) <= 5.0, (marker, measured, true)
+            assert abs(measured - true) <= 7.0, (marker, measured, true)
             group = groups.setdefault(well.truth["puncta"].mean() > 2, [0, 0, 0])
             group[0] += table[f"{marker}_positive"].sum()
             group[1] += truth[f"{marker}_positive"].sum()
