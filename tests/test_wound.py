@@ -63,9 +63,11 @@ def test_config_schema_defaults_match_the_libraries():
 
 def test_multiframe_file_gives_times_from_its_frame_interval(tmp_path):
     series = simulate_scratch_series(kind="fluorescence", initial_width_um=250.0, front_speed_um_h=5.0, seed=4)
-    io.write_ome_tiff(tmp_path / "well.ome.tif", series.frames[:, None], axes="TCYX", channel_names=["CellTracker"],
-                      pixel_size_um=(1.0, series.pixel_size_um, series.pixel_size_um), frame_interval_s=4 * 3600)
-    outputs = {k: tmp_path / "out" / f"{k}.{ext}" for k, ext in (("frames", "csv"), ("metrics", "json"), ("qc", "png"))}
+    io.write_ome_tiff(tmp_path / "well.ome.tif", series.frames[:, None], axes="TCYX",
+                      channel_names=["CellTracker"], frame_interval_s=4 * 3600,
+                      pixel_size_um=(1.0, series.pixel_size_um, series.pixel_size_um))
+    outputs = {k: tmp_path / "out" / f"{k}.{ext}"
+               for k, ext in (("frames", "csv"), ("metrics", "json"), ("qc", "png"))}
     metrics = wound.process_sample(sample="w1", path=tmp_path / "well.ome.tif", options={"channel": "CellTracker"},
                                    outputs=outputs)
     assert metrics["status"] == "ok" and metrics["times_h"] == [0.0, 4.0, 8.0, 12.0]

@@ -218,7 +218,8 @@ def simulate_scratch_series(*, kind: str = "phase", shape=(384, 384), pixel_size
         for cy, cx in rng.uniform([0, 0], [ny, nx], (n_cells, 2)):
             r = rng.uniform(6, 10) / pixel_size_um
             e, phi = rng.uniform(0.6, 1.0), rng.uniform(0, np.pi)
-            box = (slice(max(0, int(cy - r) - 1), int(cy + r) + 2), slice(max(0, int(cx - r) - 1), int(cx + r) + 2))
+            box = (slice(max(0, int(cy - r) - 1), int(cy + r) + 2),
+                   slice(max(0, int(cx - r) - 1), int(cx + r) + 2))
             u = (yy[box] - cy) * np.cos(phi) + (xx[box] - cx) * np.sin(phi)
             v = -(yy[box] - cy) * np.sin(phi) + (xx[box] - cx) * np.cos(phi)
             rho = np.hypot(u / r, v / (r * e))
@@ -260,9 +261,9 @@ def simulate_membrane(*, kind: str = "crystal_violet", shape=(512, 512), pixel_s
     """Simulate a membrane's underside after a transwell assay.
 
     Pores: a jittered lattice of round holes of ``pore_diameter_um`` (in brightfield a grey rim
-    that holds some crystal violet, in DAPI autofluorescent discs a third as bright as nuclei). Cells: ellipses of 10-16 µm that may touch
-    (about one in five placed beside another), crystal-violet stained (or DAPI nuclei of 8-11 µm
-    in ``kind="fluorescence"``).
+    that holds some crystal violet, in DAPI autofluorescent discs a third as bright as nuclei).
+    Cells: ellipses of 11-16 µm that may touch (about one in five placed beside another),
+    crystal-violet stained (or DAPI nuclei of 8-11 µm in ``kind="fluorescence"``).
     """
     rng = np.random.default_rng(seed)
     ny, nx = shape

@@ -5,12 +5,12 @@ the image's own light level) into crystal violet, a neutral grey density (the me
 pores, which scatter all colours alike) and a residual; DAPI (fluorescence) images use the
 background-corrected nuclear channel. Stained objects are found by Otsu's threshold on the
 smoothed stain. Pores are holes: crystal violet stains them little, DAPI shows only their
-autofluorescence; they are small, round and all alike. When the objects hold a dim population that
-is mostly pore-sized (two populations of log density), those up to twice a pore's area are the
-pores, left out, and objects are cut again above the brightest pore's brightest pixel (a cell
-beside a pore is then one cell); objects under
-half a pore's area are specks. (A nucleus is about as large as a pore: size alone cannot tell them apart.) A clump of touching cells counts one
-cell per peak of its distance transform.
+autofluorescence; they are small, round and all alike. When the objects hold a dim population
+that is mostly pore-sized (two populations of log density), those up to twice a pore's area are
+the pores, left out, and objects are cut again above the brightest pore's brightest pixel (a cell
+beside a pore is then one cell); objects under half a pore's area are specks. (A nucleus is about
+as large as a pore: size alone cannot tell them apart.) A clump of touching cells counts one cell
+per peak of its distance transform.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from .background import background_surface
 CRYSTAL_VIOLET = np.array([0.60, 0.75, 0.28])
 NEUTRAL = np.ones(3) / np.sqrt(3)
 OBJECT_COLUMNS = ["object_id", "y", "x", "area_um2", "kind", "cells"]
-DEFAULTS = {"stain": "auto", "channel": 0, "cell_diameter_um": 12.0, "pore_diameter_um": 8.0, "pixel_size_um": None}
+DEFAULTS = {"stain": "auto", "channel": 0, "cell_diameter_um": 12.0, "pore_diameter_um": 8.0,
+            "pixel_size_um": None}
 
 
 def stain_matrix(stain=CRYSTAL_VIOLET) -> np.ndarray:
@@ -142,10 +143,12 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
             raise io.InputError("the image does not state its pixel size; give pixel_size_um in the "
                                 "sample sheet or transwell.pixel_size_um in the config")
         density, stain = stain_density(image, stain=options["stain"], channel=options["channel"])
-        table, labels, n_pores = count_cells(density, pixel_size_um=float(size), cell_diameter_um=options["cell_diameter_um"],
+        table, labels, n_pores = count_cells(density, pixel_size_um=float(size),
+                                             cell_diameter_um=options["cell_diameter_um"],
                                     pore_diameter_um=options["pore_diameter_um"])
     except Exception as exc:
-        return qc.write_failure(sample, qc.failure_reason(sample, exc), outputs, tables={"objects": OBJECT_COLUMNS})
+        reason = qc.failure_reason(sample, exc)
+        return qc.write_failure(sample, reason, outputs, tables={"objects": OBJECT_COLUMNS})
     field_mm2 = density.size * float(size) ** 2 / 1e6
     n_cells = int(table["cells"].sum())
     warnings = []

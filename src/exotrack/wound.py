@@ -182,9 +182,9 @@ def analyse_series(frames: np.ndarray, times_h, *, pixel_size_um: float, cell_di
     length_um = frames.shape[1 + axis] * pixel_size_um
     area0 = mask0.sum() * pixel_size_um ** 2
     for frame, t in zip(frames, times):
-        mask = mask0 if t == 0 else segment_wound(frame, pixel_size_um=pixel_size_um, cell_diameter_um=cell_diameter_um,
-                                                  threshold=threshold, axis=axis, within=mask0,
-                                                  reference=reference)[0]
+        mask = mask0 if t == 0 else segment_wound(
+            frame, pixel_size_um=pixel_size_um, cell_diameter_um=cell_diameter_um, threshold=threshold,
+            axis=axis, within=mask0, reference=reference)[0]
         area_um2 = mask.sum() * pixel_size_um ** 2
         rows.append({"time_h": t, "wound_area_mm2": area_um2 / 1e6, "mean_width_um": area_um2 / length_um,
                      "pct_closure": 100 * (1 - area_um2 / area0), "found": bool(mask.any())})
@@ -289,7 +289,8 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
                                                cell_diameter_um=options["cell_diameter_um"],
                                                max_closure_fit_pct=options["max_closure_fit_pct"])
     except Exception as exc:
-        return qc.write_failure(sample, qc.failure_reason(sample, exc), outputs, tables={"frames": FRAME_COLUMNS})
+        reason = qc.failure_reason(sample, exc)
+        return qc.write_failure(sample, reason, outputs, tables={"frames": FRAME_COLUMNS})
     warnings = []
     if not table["found"].iloc[1:].all() and (table["pct_closure"] < 100).any():
         warnings.append("the wound was not found at some timepoints after time 0 (taken as closed)")
