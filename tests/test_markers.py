@@ -127,3 +127,22 @@ def test_few_cells_warn_that_the_sample_gate_is_rough():
     result, table, truth = analyse(well)
     assert len(table) < 20
     assert any("cells only" in w for w in result.metrics["warnings"])
+
+
+def test_markers_in_movies_and_stacks_follow_each_frame_and_compartment():
+    well = simulate_marker_well(treated=True, shape=(512, 512), seed=1)
+    truth = 100 * well.truth["CD206_positive"].mean()
+    mapping = {"nuclei": "Hoechst", "exosomes": "CD63-RFP", "markers": "CD206,iNOS"}
+    movie = io.Image(data=np.stack([well.image, well.image])[:, :, None], channel_names=well.channel_names,
+                     pixel_size_um=(1.0, 0.2, 0.2), frame_interval_s=60.0)
+    stack = io.Image(data=np.repeat(well.image[None, :, None], 3, axis=2), channel_names=well.channel_names,
+                     pixel_size_um=(1.0, 0.2, 0.2))
+    for image, interval in ((movie, 60.0), (stack, None)):
+        roles = fluorescence.resolve_roles(image, {k: v for k, v in mapping.items() if k != "markers"})
+        result = fluorescence.analyse_image(image, roles=roles, pixel_size_um=(1.0, 0.2, 0.2), options={},
+                                            frame_interval_s=interval)
+        markers.add_markers(result, image, mapping=mapping, options={"compartments": {"iNOS": "cytoplasm"}})
+        table = result.cell_table
+        assert table["CD206_mean"].notna().all() and len(table) == image.n_frames * table["cell_id"].max()
+        assert abs(result.metrics["marker_metrics"]["CD206_pct_positive"] - truth) <= 7.0
+        assert result.metrics["markers"]["iNOS"]["compartment"] == "cytoplasm"
