@@ -289,8 +289,8 @@ def study_gates(cells: dict[str, pd.DataFrame], metrics: dict[str, dict], groups
                          "n_cells": int(np.isfinite(table[f"{name}_mean"]).sum()), "threshold": used,
                          "gate": "control" if threshold is not None else "sample",
                          "pct_positive": summary[f"{name}_pct_positive"],
-                         "pct_positive_sample_gate": 100 * float(table[f"{name}_positive"].astype(bool).mean())
-                         if len(table) else np.nan,
+                         "pct_positive_sample_gate": sample_summary(
+                             table, [name], {name: info["threshold"]})[f"{name}_pct_positive"],
                          "spearman_puncta": summary[f"{name}_spearman_puncta"],
                          **{k.replace(f"{name}_", ""): v for k, v in summary.items() if "uptake" in k}})
     table = pd.DataFrame(rows)
