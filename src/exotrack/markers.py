@@ -7,19 +7,24 @@ compartment (whole cell by default; ``nucleus`` or ``cytoplasm`` per marker).
 
 Gates. Intensities are compared on an arcsinh scale, ``asinh(value / cofactor)`` with the
 channel's pixel noise as cofactor (as flow cytometry does): logarithmic for stained cells,
-linear around zero, where unstained cells scatter. A gate is the upper tail of the *negative*
-population: its centre (median) plus ``NEGATIVE_TAIL_Z`` of its spread, the spread measured on
-its lower flank only (half-normal), so that positive cells among the reference do not widen it.
+linear around zero, where unstained cells scatter. A gate is set on reference cells:
 
-- Per sample (in the fluorescence job), with no reference: when the sample's cells form two
-  populations (Otsu's split on the arcsinh scale separates them by Ashman's D >= 3, each holding
-  at least 3 % of the cells) the lower one is the negative population; otherwise all cells are
-  taken as negative and a warning says that the sample cannot gate itself.
-- Per study (:func:`study_gates`, rule ``gate_markers``): the same rule on the pooled cells of the
-  control group's samples, which is the default gate of ``results/tables/markers.csv``: like a
-  flow-cytometry gate set on control wells, but on the control's negative population rather than
-  a raw percentile, so that a control with some positive cells (untreated macrophages are never
-  all M0) does not push the gate into the positive population.
+1. two populations, when a two-normal mixture (EM from Otsu's split) separates them by Ashman's
+   D >= 3, each holding at least 3 % of the cells: the gate is where the two fitted densities
+   meet, with equal priors, so that it does not move with the share of positive cells;
+2. else, when Otsu's classes themselves are that far apart: the upper tail of the lower class,
+   its median plus ``NEGATIVE_TAIL_Z`` spreads, the spread from its lower flank (half-normal), so
+   that positive cells do not widen it;
+3. else one population, taken as all negative, gated at its own upper tail the same way, with a
+   warning that the sample cannot gate itself.
+
+- Per sample (in the fluorescence job): the reference is the sample's own cells.
+- Per study (:func:`study_gates`, rule ``gate_markers``): the reference is the pooled cells of the
+  control group's samples, the default gate of ``results/tables/markers.csv``: like a
+  flow-cytometry gate set on control wells, but on the control's populations rather than a raw
+  95th percentile, so that a control with some positive cells (untreated macrophages are never
+  all M0) does not move the gate into the positive population, and a treated well that is nearly
+  all positive (which cannot gate itself) is gated as its controls are.
 
 Per sample: % positive per marker, the M2/M1 ratio of positive fractions (first M2 and first M1
 marker named), the Spearman correlation between puncta per cell and each marker's mean, and the
