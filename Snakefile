@@ -17,6 +17,9 @@ include: "workflow/rules/tracking.smk"
 include: "workflow/rules/histology.smk"
 include: "workflow/rules/bli.smk"
 include: "workflow/rules/photoacoustic.smk"
+include: "workflow/rules/markers.smk"
+include: "workflow/rules/wound.smk"
+include: "workflow/rules/transwell.smk"
 include: "workflow/rules/aggregate.smk"
 
 

@@ -22,6 +22,8 @@ HEADLINE = {
     "bli": ["tumor_total_flux_p_s", "tumor_avg_radiance", "lymph_node_total_flux_p_s", "lymph_node_avg_radiance"],
     "photoacoustic": ["ln_volume_mm3", "ln_pa_mean", "ln_so2_mean", "ln_hbt_mean"],
     "histology": ["positive_cells_per_mm2", "positive_pct", "dab_area_fraction", "h_score"],
+    "wound": ["closure_rate_um_h", "pct_closure_final", "initial_width_um", "wound_area_t0_mm2"],
+    "transwell": ["migrated_cells_per_field", "migrated_cells_per_mm2"],
 }
 
 
@@ -58,8 +60,10 @@ def sample_table(sheet: pd.DataFrame, metrics: list[dict], decisions: pd.DataFra
             if "animals" in found:
                 entry["subject"] = animal["subject"]
             entry.update({k: animal.get(k) for k in HEADLINE.get(row["modality"], [])})
+            entry.update(found.get("marker_metrics") or {})  # exotrack.markers: named per marker
             rows.append(entry)
-    columns = ID_COLUMNS + all_metrics()
+    columns = ID_COLUMNS + all_metrics() + list(dict.fromkeys(
+        k for m in metrics for k in m.get("marker_metrics") or {}))
     table = pd.DataFrame(rows, columns=columns)
     # Empty sheet cells are missing values, in the CSV and the Parquet copy alike.
     table[ID_COLUMNS] = table[ID_COLUMNS].replace("", np.nan)

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from . import io, progress, qc, tracking
+from . import io, markers, progress, qc, tracking
 from .aggregate import TIMELAPSE_HEADLINE
 from .background import background_surface
 from .labels import given_labels
@@ -64,6 +64,7 @@ DEFAULTS = {
     "frame_interval_s": None,
     "min_puncta_positive": 1,
     "max_saturated_fraction": 0.05,
+    "markers": markers.DEFAULTS,
 }
 
 
@@ -656,7 +657,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
         image = io.read_image(path, axes=axes or None)
         # A sheet's channels column replaces the config's roles, so a sample can drop one.
         mapping = parse_channels(channels) or options["channels"]
-        roles = resolve_roles(image, mapping)
+        roles = resolve_roles(image, {role: key for role, key in mapping.items() if role != "markers"})
         size = resolve_pixel_size(image, parse_pixel_size(pixel_size_um), options["pixel_size_um"])
         interval = image.frame_interval_s or options["frame_interval_s"]
         given = None
@@ -666,6 +667,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, channels:
                                  cell_expansion_um=options["cell_expansion_um"])
         result = analyse_image(image, roles=roles, pixel_size_um=size, options=options, frame_interval_s=interval,
                                labels=given)
+        markers.add_markers(result, image, mapping=mapping, options=options.get("markers"))
     except Exception as exc:  # any failure is this sample's status; the run goes on
         return _write_failure(sample, qc.failure_reason(sample, exc), outputs)
 

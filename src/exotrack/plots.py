@@ -26,6 +26,19 @@ LABELS = {
     "tumor_avg_radiance": "tumour radiance (p/s/cm²/sr)",
     "lymph_node_total_flux_p_s": "lymph-node total flux (p/s)",
     "lymph_node_avg_radiance": "lymph-node radiance (p/s/cm²/sr)",
+    "pct_positive": "positive cells (%)",
+    "spearman_puncta": "Spearman ρ with puncta per cell",
+    "pct_positive_uptake_gt20": "positive cells with > 20 puncta (%)",
+    "m2_m1_positive_ratio": "M2/M1 ratio (% positive cells)",
+    "closure_rate_um_h": "closure rate (µm/h)",
+    "pct_closure_final": "closure at the last time (%)",
+    "initial_width_um": "wound width at time 0 (µm)",
+    "wound_area_t0_mm2": "wound area at time 0 (mm²)",
+    "pct_closure": "wound closure (%)",
+    "mean_width_um": "wound width (µm)",
+    "wound_area_mm2": "wound area (mm²)",
+    "migrated_cells_per_field": "migrated cells per field",
+    "migrated_cells_per_mm2": "migrated cells per mm²",
 }
 # Photon counts span decades: these are drawn on a log axis.
 _LOG_SUFFIXES = ("_flux_p_s", "_radiance")
@@ -148,3 +161,28 @@ def save(fig, png, svg) -> None:
     for path, fmt in ((png, "png"), (svg, "svg")):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150)
+
+
+def uptake_figure(table: pd.DataFrame, *, control: str, title: str = ""):
+    """Marker-positive % per uptake bin (puncta per cell), one panel per marker and one line per
+    group (mean ± sd over samples), from ``results/tables/markers.csv``."""
+    bins = [c for c in table.columns if c.startswith("pct_positive_uptake_")]
+    names = list(dict.fromkeys(table["marker"]))
+    fig = Figure(figsize=(3.8 * max(len(names), 1), 3.4))
+    axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
+    order = sorted(set(table["group"].astype(str)), key=lambda g: (g != control, g))
+    palette = matplotlib.colormaps["tab10"]
+    x = np.arange(len(bins))
+    for ax, name in zip(axes, names):
+        for i, group in enumerate(order):
+            block = table[(table["marker"] == name) & (table["group"].astype(str) == group)][bins]
+            ax.errorbar(x, block.mean(), yerr=block.std(), color=palette(i % 10), lw=2, capsize=3, marker="o",
+                        label=f"{group} (n={len(block)})")
+        ax.set_xticks(x, [b.removeprefix("pct_positive_uptake_").replace("_", "-").replace("gt20", ">20")
+                          for b in bins])
+        ax.set_xlabel("puncta per cell")
+        ax.set_ylabel(f"{name}-positive cells (%)")
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -14,9 +14,9 @@ import yaml
 
 from .io import InputError
 
-MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology")
+MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology", "wound", "transwell")
 # Channel roles a sample sheet's channels column may assign, per modality.
-CHANNEL_ROLES = {"fluorescence": ("nuclei", "exosomes", "cells"), "histology": ("nuclei", "marker")}
+CHANNEL_ROLES = {"fluorescence": ("nuclei", "exosomes", "cells", "markers"), "histology": ("nuclei", "marker")}
 SHEET_COLUMNS = ["sample", "modality", "path", "group", "subject", "timepoint", "marker",
                  "channels", "pixel_size_um", "axes", "seed", "nuclei_labels", "cell_labels"]
 # Columns naming files besides ``path``: resolved against the sheet's folder as ``path`` is.
@@ -240,7 +240,7 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def parse_channels(text: str | None, *, roles=("nuclei", "exosomes", "cells")) -> dict[str, str]:
+def parse_channels(text: str | None, *, roles=CHANNEL_ROLES["fluorescence"]) -> dict[str, str]:
     """``"nuclei=Hoechst;exosomes=1"`` → ``{"nuclei": "Hoechst", "exosomes": "1"}``; ``roles`` are
     the role names the modality knows."""
     known = roles

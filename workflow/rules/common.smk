@@ -44,7 +44,7 @@ _ROWS = samples.to_dict("index")
 
 wildcard_constraints:
     sample=r"[A-Za-z0-9_.-]+",
-    modality="fluorescence|bli|photoacoustic|histology",
+    modality="fluorescence|bli|photoacoustic|histology|wound|transwell",
 
 
 def samples_of(modality):
@@ -157,7 +157,7 @@ def sample_raw_size_mb(wildcards):
 
 
 # Modalities this version analyses; each has a rule writing results/<modality>/<sample>/metrics.json.
-MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology")
+MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology", "wound", "transwell")
 
 
 def metrics_files():
@@ -202,7 +202,8 @@ def per_sample_outputs():
     then rebuilt by the next run instead of "Nothing to be done". Called once the rules exist.
     """
     per_sample = {"track_fluorescence": timelapse_samples(), "analyse_histology": samples_of("histology"),
-                  "analyse_bli": samples_of("bli"), "analyse_photoacoustic": samples_of("photoacoustic")}
+                  "analyse_bli": samples_of("bli"), "analyse_photoacoustic": samples_of("photoacoustic"),
+                  "analyse_wound": samples_of("wound"), "analyse_transwell": samples_of("transwell")}
     files = []
     for name, members in per_sample.items():
         if members:
@@ -212,10 +213,29 @@ def per_sample_outputs():
     return files
 
 
+def marker_samples():
+    """Fluorescence samples with marker channels (the sheet's markers= role, or the config's)."""
+    configured = bool(config["fluorescence"]["markers"]["names"])
+    return [s for s in samples_of("fluorescence")
+            if configured or "markers=" in (_ROWS[s]["channels"] or "")]
+
+
+def vitro_tables():
+    """Study tables of the in-vitro assays present in the sheet."""
+    tables = []
+    if marker_samples():
+        tables += [f"{RESULTS}/tables/{n}.csv" for n in ("markers", "markers_gates", "markers_groups")]
+        tables += [f"{RESULTS}/plots/markers.png", f"{RESULTS}/plots/markers_uptake.png"]
+    if samples_of("wound"):
+        tables += [f"{RESULTS}/tables/wound_timecourse.csv", f"{RESULTS}/plots/wound_timecourse.png"]
+    return tables
+
+
 def all_outputs():
     tables = [f"{RESULTS}/tables/{name}.csv" for name in ("samples", "subjects", "groups")]
     if samples_of("bli"):
         tables.append(f"{RESULTS}/tables/timecourse.csv")
+    tables += vitro_tables()  # workflow/rules/markers.smk, wound.smk
     plots = expand(f"{RESULTS}/plots/{{modality}}.png", modality=analysed_modalities())
     if timelapse_samples():
         plots.append(f"{RESULTS}/plots/msd.png")
