@@ -223,9 +223,9 @@ def simulate_family(seed: int, *, node: bool = True, two_d: bool | None = None, 
             echo = np.where(below & (r_node >= 1), echo * boost, echo)
             params["enhancement"] = True
         echo = np.where(truth, node_level, echo)
-        if rng.random() < 0.5:  # an echogenic hilum, inside the node towards one pole
-            offset = np.array([0, rng.uniform(-0.3, 0.3) * radii[1], rng.choice([-1, 1]) * 0.35 * radii[2]])
-            hilum = ellipsoid(centre + offset, radii * np.array([0.5, 0.35, 0.3])) < 1
+        if rng.random() < 0.5:  # an echogenic hilum, within the cortex
+            offset = np.array([0, rng.uniform(-0.15, 0.15) * radii[1], rng.uniform(-0.2, 0.2) * radii[2]])
+            hilum = ellipsoid(centre + offset, radii * rng.uniform(0.25, 0.4)) < 1
             echo = np.where(hilum & truth, rng.uniform(0.8, 1.6), echo)
             params["hilum"] = True
     lumina = np.zeros(shape, bool)
@@ -254,8 +254,9 @@ def simulate_family(seed: int, *, node: bool = True, two_d: bool | None = None, 
     tgc = 10 ** (rng.uniform(-0.5, 0.5) * depth / 20)
     envelope = np.abs(field * echo * tgc + rng.uniform(1e-4, 1e-3) * (rng.normal(size=shape)
                                                                       + 1j * rng.normal(size=shape)))
-    dynamic_range = rng.uniform(40, 65)
     gain_db = rng.uniform(-6, 6)
+    # Set up as a sonographer would: the node's internal echoes at least 12 dB above the floor.
+    dynamic_range = max(rng.uniform(40, 65), 12 + 12 - gain_db - 20 * np.log10(node_level))
     # Tissue speckle sits 6-18 dB below the top of the display; skin and capsule may saturate.
     db = 20 * np.log10(np.maximum(envelope, 1e-12)) - 12 + gain_db
     us = np.clip((db + dynamic_range) / dynamic_range * 255, 0, 255).round().astype(np.uint8)

@@ -44,11 +44,11 @@ REGION_COLUMNS = ["region", "volume_mm3", "pa_mean", "so2_mean", "hbt_mean", "so
 
 DEFAULTS = {
     "voxel_size_um": None,
-    "node_diameter_mm": [1.0, 4.0],
+    "node_diameter_mm": [0.5, 6.0],
     "shell_mm": 0.5,
     "hypoxic_so2": 0.5,
-    "speckle_um": 60.0,
-    "edge_fraction": 0.6,
+    "speckle_um": None,
+    "edge_fraction": 0.5,
     "smooth_um": 100.0,
 }
 
@@ -155,6 +155,67 @@ def read_dicom(path) -> tuple[np.ndarray, tuple]:
 
 # --- segmentation ------------------------------------------------------------------------------
 
+@dataclass
+class Speckle:
+    """What the B-mode's speckle looks like, measured: ``log_scale`` (whether the data were taken
+    to the log domain here, i.e. given as a linear envelope), the correlation length per axis
+    (voxels), the speckle SD in the log domain, and the SD left after smoothing over it."""
+
+    log_scale: bool
+    length_voxels: tuple
+    sd: float
+    smoothed_sd: float
+
+
+def to_log_domain(us: np.ndarray) -> tuple[np.ndarray, bool]:
+    """B-mode on a logarithmic scale: as given when already log-compressed (the display), else
+    the envelope in dB. Fully developed speckle tells the two apart: a Rayleigh envelope varies
+    by about half its mean within a few speckle cells; a log-compressed display by far less."""
+    us = np.asarray(us, np.float32)
+    axes = (1,) * (us.ndim - 2) + (7, 7)
+    mean = ndi.uniform_filter(us, axes)
+    sd = np.sqrt(np.maximum(ndi.uniform_filter(us * us, axes) - mean * mean, 0))
+    tissue = mean > 0.25 * np.median(mean[mean > 0]) if (mean > 0).any() else mean > 0
+    ratio = float(np.median(sd[tissue] / mean[tissue])) if tissue.any() else 0.0
+    if ratio < 0.33:
+        return us, False
+    floor = 1e-3 * float(np.median(us[us > 0])) if (us > 0).any() else 1e-6
+    return (20 * np.log10(us + floor)).astype(np.float32), True
+
+
+def measure_speckle(log_us: np.ndarray, tissue: np.ndarray, *, log_scale: bool) -> Speckle:
+    """Speckle correlation length (where the autocorrelation of the fine texture falls to one
+    half) per axis, and its SD before and after smoothing over that length, in ``tissue``."""
+    texture = log_us - ndi.gaussian_filter(log_us, [4.0 if n > 8 else 0 for n in log_us.shape])
+    values = texture[tissue]
+    variance = float(values.var()) if values.size else 0.0
+    lengths = []
+    for axis, n in enumerate(log_us.shape):
+        if n < 8 or variance == 0:
+            lengths.append(0.0)
+            continue
+        length = 4.0
+        previous = 1.0
+        for lag in range(1, min(8, n // 2)):
+            a = np.take(texture, range(lag, n), axis=axis)
+            b = np.take(texture, range(0, n - lag), axis=axis)
+            both = np.take(tissue, range(lag, n), axis=axis) & np.take(tissue, range(0, n - lag), axis=axis)
+            rho = float((a[both] * b[both]).mean() / variance) if both.any() else 0.0
+            if rho < 0.5:
+                length = lag - 1 + (previous - 0.5) / max(previous - rho, 1e-6)
+                break
+            previous = rho
+        lengths.append(length)
+    smoothed = ndi.gaussian_filter(log_us, np.maximum(lengths, 0.5) * [n > 1 for n in log_us.shape])
+    fine = smoothed - ndi.gaussian_filter(smoothed, [4 * max(l, 1) if n > 8 else 0
+                                                      for l, n in zip(lengths, log_us.shape)])
+    sd = 1.4826 * float(np.median(np.abs(values - np.median(values)))) if values.size else 0.0
+    smoothed_values = fine[tissue]
+    smoothed_sd = (1.4826 * float(np.median(np.abs(smoothed_values - np.median(smoothed_values))))
+                   if smoothed_values.size else 0.0)
+    return Speckle(log_scale, tuple(float(v) for v in lengths), sd, smoothed_sd)
+
+
 def skin_depth(us: np.ndarray) -> np.ndarray:
     """Per slice and column, the first depth index of tissue: above it lies the anechoic
     coupling gel. Tissue starts where the depth profile first exceeds half its median."""
@@ -165,64 +226,294 @@ def skin_depth(us: np.ndarray) -> np.ndarray:
     return np.where(above.any(axis=1), first, 0)
 
 
-def find_seed(us: np.ndarray, *, voxel_size_um, diameter_mm=(1.0, 4.0)) -> tuple[int, int, int]:
-    """The centre of the darkest blob of node size below the skin: the strongest response of a
-    scale-normalised Laplacian of Gaussian to a dark blob, over the node diameters given."""
-    size = np.asarray(voxel_size_um, float) / 1000  # mm
-    depth = skin_depth(us)
-    below = np.arange(us.shape[1])[None, :, None] > depth[:, None, :] + 0.5 / size[1]  # 0.5 mm under skin
-    best, where = -np.inf, None
-    for diameter in np.geomspace(diameter_mm[0], diameter_mm[1], 4):
-        sigma = diameter / 2 / np.sqrt(3) / size
-        response = ndi.gaussian_laplace(us, sigma) * (diameter / 2 / np.sqrt(3)) ** 2
-        response = np.where(below, response, -np.inf)
-        index = np.unravel_index(np.argmax(response), response.shape)
-        if response[index] > best:
-            best, where = response[index], index
-    return tuple(int(i) for i in where)
+def tissue_field(log_us: np.ndarray, *, voxel_size_um, skin_margin_mm: float = 0.0) -> np.ndarray:
+    """Voxels of imaged tissue: below the skin (``skin_margin_mm`` further down), and not in the
+    black outside a sector or the anechoic gel (no voxel within 0.5 mm a tenth of the way from the
+    image's floor to its median)."""
+    size = np.asarray(voxel_size_um, float)
+    floor = float(np.percentile(log_us, 1))
+    median = float(np.median(log_us))
+    width = np.maximum(np.round(500 / size).astype(int), 1) * [n > 1 for n in log_us.shape]
+    # Outside a sector, in the gel or a lumen every voxel within 0.5 mm lies at the floor.
+    imaged = ndi.maximum_filter(log_us, np.maximum(width, 1)) > floor + 0.1 * (median - floor)
+    depth = skin_depth(np.where(imaged, log_us - floor, 0))
+    below = np.arange(log_us.shape[1])[None, :, None] >= depth[:, None, :] + skin_margin_mm * 1000 / size[1]
+    return imaged & below
 
 
-def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, diameter_mm=(1.0, 4.0),
-                 speckle_um: float = 60.0, edge_fraction: float = 0.6) -> np.ndarray:
-    """Mask of the lymph node in a B-mode volume ``(Z, Y, X)``.
+@dataclass
+class Candidate:
+    """A dark blob found in scale space: centre (voxels), diameter (mm), normalised response."""
 
-    Speckle is smoothed over ``speckle_um``. The node is the connected region around ``seed``
-    (automatic when ``None``) darker than ``edge_fraction`` of the way from the node's median
-    to the median of the tissue around it. Above halfway: the node's edge voxels are lifted by
-    the blurred echo of the bright capsule that often surrounds it. Thin bridges to other dark
-    structures are cut by an opening, the speckle-ragged outline closed, holes filled slice by
-    slice.
+    centre: tuple
+    diameter_mm: float
+    response: float
+
+
+def dark_blobs(smooth: np.ndarray, *, voxel_size_um, diameter_mm=(0.5, 6.0), allowed=None,
+               n_scales: int = 8, max_blobs: int = 8) -> list[Candidate]:
+    """Dark blob-like regions by scale-normalised Laplacian of Gaussian (in mm, so anisotropic
+    voxels see a round blob as round), strongest first; centres only where ``allowed``."""
+    size = np.asarray(voxel_size_um, float) / 1000
+    active = np.array([n > 1 for n in smooth.shape])
+    k = int(active.sum())
+    best = np.full(smooth.shape, -np.inf, np.float32)
+    scale = np.zeros(smooth.shape, np.float32)
+    for diameter in np.geomspace(diameter_mm[0], diameter_mm[1], n_scales):
+        sigma_mm = diameter / 2 / np.sqrt(k)
+        sigma = np.where(active, sigma_mm / size, 0)
+        response = np.zeros(smooth.shape, np.float32)
+        for axis in np.flatnonzero(active):
+            order = [0] * smooth.ndim
+            order[axis] = 2
+            response += ndi.gaussian_filter(smooth, sigma, order=order) / size[axis] ** 2
+        response *= sigma_mm ** 2
+        better = response > best
+        best = np.where(better, response, best)
+        scale = np.where(better, diameter, scale)
+    if allowed is not None:
+        best = np.where(allowed, best, -np.inf)
+    footprint = _ellipsoid(np.where(active, diameter_mm[0] / 4 / size, 0))
+    peaks = (best == ndi.maximum_filter(best, footprint=footprint)) & np.isfinite(best) & (best > 0)
+    where = np.argwhere(peaks)
+    kept: list[Candidate] = []
+    for i in np.argsort(-best[peaks]):
+        point = where[i]
+        diameter = float(scale[tuple(point)])
+        # One blob, one candidate: weaker peaks within half its diameter are its own.
+        if any(np.sqrt((((point - c.centre) * size)[active] ** 2).sum()) < 0.5 * max(diameter, c.diameter_mm)
+               for c in kept):
+            continue
+        kept.append(Candidate(tuple(int(v) for v in point), diameter, float(best[tuple(point)])))
+        if len(kept) == max_blobs:
+            break
+    return kept
+
+
+@dataclass
+class NodeFit:
+    """A region grown from one candidate, with the measures its checks read."""
+
+    mask: np.ndarray
+    candidate: Candidate
+    node_level: float
+    surround_level: float
+    contrast_sd: float  # (shell - region) mean level, in SDs that speckle alone gives such means
+    texture_ratio: float  # speckle SD inside the region / in the tissue (anechoic regions have none)
+    diameter_mm: float  # equivalent diameter of the region
+    ellipse_dice: float  # overlap with the ellipsoid of its second moments
+    elongation: float  # longest / shortest axis of that ellipsoid
+    field_fraction: float
+    touches_border: bool
+    cut_by_sweep: bool
+    problem: str = ""
+
+
+def grow_node(log_us, smooth, candidate: Candidate, *, voxel_size_um, field, speckle: Speckle,
+              edge_fraction: float = 0.5, box=None, iterations: int = 3) -> NodeFit:
+    """The dark region around ``candidate``: voxels of the smoothed B-mode below the level
+    ``edge_fraction`` of the way from the node's median to that of a shell of tissue around it,
+    connected to the candidate; bridges narrower than a third of its radius are cut, holes (an
+    echogenic hilum) filled. Levels are re-measured from the region found, ``iterations`` times,
+    so that a blob found at the wrong scale still settles on the region's own edge."""
+    size = np.asarray(voxel_size_um, float) / 1000
+    active = np.array([n > 1 for n in smooth.shape])
+    radius = candidate.diameter_mm / 2
+    grid = np.ogrid[tuple(slice(0, n) for n in smooth.shape)]
+    distance = np.sqrt(sum(((g - c) * s) ** 2 for g, c, s, a in zip(grid, candidate.centre, size, active) if a))
+    core = distance <= 0.5 * radius
+    region = core.copy()
+    limit = np.ones(smooth.shape, bool) if box is None else box
+    for _ in range(iterations):
+        node_level = float(np.median(smooth[region & field])) if (region & field).any() else float(
+            smooth[candidate.centre])
+        ring = _dilate_mm(region, 0.6 * radius, size, active) & ~_dilate_mm(region, 0.2 * radius, size, active)
+        ring &= field
+        surround = float(np.median(smooth[ring])) if ring.any() else node_level
+        threshold = node_level + edge_fraction * (surround - node_level)
+        dark = (smooth < threshold) & limit & field
+        labels = measure.label(dark)
+        hits = labels[core & dark]
+        if not hits.size:
+            region = np.zeros(smooth.shape, bool)
+            break
+        grown = labels == np.bincount(hits).argmax()
+        ball = _ellipsoid(np.where(active, radius / 3 / size, 0))
+        opened = measure.label(ndi.binary_opening(grown, ball))
+        hits = opened[core & (opened > 0)]
+        if hits.size:
+            grown = ndi.binary_dilation(opened == np.bincount(hits).argmax(), ball) & grown
+        grown = ndi.binary_closing(grown, ball, border_value=0) | grown
+        grown = ndi.binary_fill_holes(grown)
+        grown = np.stack([ndi.binary_fill_holes(plane) for plane in grown])
+        if grown.sum() == region.sum() and (grown == region).all():
+            break
+        region = grown
+        voxels = region.sum()
+        if voxels:
+            equivalent = (voxels * np.prod(size[active]) / (np.pi / 6 if active.sum() == 3 else np.pi / 4)) ** (
+                1 / active.sum())
+            radius = max(min(equivalent / 2, 3 * candidate.diameter_mm), size[active].max())
+    return _describe(region, log_us, smooth, candidate, size=size, active=active, field=field, speckle=speckle,
+                     node_level=node_level, surround=surround)
+
+
+def _describe(region, log_us, smooth, candidate, *, size, active, field, speckle, node_level, surround) -> NodeFit:
+    voxels = int(region.sum())
+    k = int(active.sum())
+    if voxels == 0:
+        return NodeFit(region, candidate, node_level, surround, 0.0, 0.0, 0.0, 0.0, np.inf, 0.0, False, False,
+                       problem="no dark region there")
+    equivalent = (voxels * np.prod(size[active]) / (np.pi / 6 if k == 3 else np.pi / 4)) ** (1 / k)
+    points = np.argwhere(region)[:, active] * size[active]
+    centre = points.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov((points - centre).T) + 1e-12 * np.eye(k))
+    semi = np.sqrt((k + 2) * np.maximum(values, 1e-12))
+    # Overlap of the region with the ellipsoid of equal second moments, in a box around both.
+    reach = np.where(active, np.ceil(semi.max() / np.where(active, size, 1)).astype(int) + 1, 0)
+    middle = np.round(centre / size[active]).astype(int)
+    lo, hi = np.zeros(region.ndim, int), np.array(region.shape)
+    lo[active], hi[active] = np.maximum(middle - reach[active], 0), np.minimum(middle + reach[active] + 1, hi[active])
+    bounds = tuple(slice(a, b) for a, b in zip(lo, hi))
+    grid = (np.indices(region[bounds].shape) + lo[:, None, None, None][: region.ndim].reshape(
+        (region.ndim,) + (1,) * region.ndim))[active].reshape(k, -1).T * size[active]
+    inside = ((((grid - centre) @ vectors / semi) ** 2).sum(axis=1) <= 1).reshape(region[bounds].shape)
+    ellipse_dice = 2 * (inside & region[bounds]).sum() / (inside.sum() + voxels)
+    # Contrast: the raw (log) levels of region and shell, against what speckle alone lets the mean
+    # of so many independent speckle cells vary. Texture: the speckle within, which an anechoic
+    # cyst or lumen (at the display's floor or noise) lacks.
+    radius = equivalent / 2
+    ring = (_dilate_mm(region, 0.6 * radius, size, active) & ~_dilate_mm(region, 0.2 * radius, size, active)
+            & field)
+    cell = float(np.prod([max(2.5 * l, 1.0) for l, a in zip(speckle.length_voxels, active) if a]))
+    if ring.any():
+        delta = float(log_us[ring].mean() - log_us[region].mean())
+        noise = speckle.sd * np.sqrt(cell / voxels + cell / ring.sum())
+    else:
+        delta, noise = 0.0, 1.0
+    inner = ndi.binary_erosion(region, _ellipsoid(np.where(active, np.maximum(speckle.length_voxels, 1), 0)))
+    inner = inner if inner.sum() > 10 else region
+    inside_sd = 1.4826 * float(np.median(np.abs(log_us[inner] - np.median(log_us[inner]))))
+    spatial = [a for a, on in enumerate(active) if on]
+    edges = [np.take(region, [0, -1], axis=a).any() for a in spatial if a != 0 or k == 2]
+    # Outside the imaged tissue: what lies above the skin or outside a sector, i.e. the parts of
+    # the non-tissue that reach the image's edge (a lumen or cyst beside the node does not count).
+    labels = measure.label(~field)
+    edge_labels = np.unique(np.concatenate([np.take(labels, [0, -1], axis=a).ravel() for a in spatial]))
+    outside = np.isin(labels, edge_labels[edge_labels > 0])
+    touches = bool(any(edges) or (ndi.binary_dilation(region) & outside).any())
+    cut = False
+    if active[0] and k == 3:
+        areas = region.sum(axis=(1, 2))
+        cut = bool(max(areas[0], areas[-1]) > 0.3 * areas.max())
+    return NodeFit(region, candidate, node_level, surround, delta / max(noise, 1e-6),
+                   float(inside_sd / max(speckle.sd, 1e-6)), float(equivalent), float(ellipse_dice),
+                   float(semi.max() / semi.min()), float(voxels / max(field.sum(), 1)), touches, cut)
+
+
+def _dilate_mm(mask, radius_mm, size, active):
+    return ndi.binary_dilation(mask, _ellipsoid(np.where(active, radius_mm / size, 0)))
+
+
+def check_node(fit: NodeFit, *, diameter_mm, min_contrast_sd: float = 3.0, max_field_fraction: float = 0.25,
+               min_ellipse_dice: float = 0.75, max_elongation: float = 3.0) -> str:
+    """Why ``fit`` is not a lymph node (empty if it may be one)."""
+    if fit.problem:
+        return fit.problem
+    if fit.texture_ratio < 0.5:
+        return (f"it is anechoic (speckle {fit.texture_ratio:.2f} of the tissue's): a cyst or a vessel's lumen, "
+                "not a node")
+    if fit.touches_border:
+        return "it reaches the edge of the image or of the imaged tissue (it leaks into the surroundings)"
+    if fit.field_fraction > max_field_fraction:
+        return f"it fills {100 * fit.field_fraction:.0f}% of the imaged tissue"
+    if not diameter_mm[0] / 1.25 <= fit.diameter_mm <= diameter_mm[1] * 1.25:
+        return (f"its diameter of {fit.diameter_mm:.2f} mm lies outside node_diameter_mm "
+                f"[{diameter_mm[0]:g}, {diameter_mm[1]:g}]")
+    if fit.contrast_sd < min_contrast_sd:
+        return (f"it is only {fit.contrast_sd:.1f} speckle SDs darker than the tissue around it (speckle alone "
+                f"gives up to {min_contrast_sd:g})")
+    if fit.ellipse_dice < min_ellipse_dice or fit.elongation > max_elongation:
+        return (f"it is not compact (overlap with its ellipse {fit.ellipse_dice:.2f}, elongation "
+                f"{fit.elongation:.1f}): it leaks along a vessel or between structures")
+    return ""
+
+
+def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter_mm=(0.5, 6.0),
+                 speckle_um: float | None = None, edge_fraction: float = 0.5) -> tuple[np.ndarray, dict]:
+    """Mask of the lymph node in a B-mode volume ``(Z, Y, X)`` (Z may be 1), and what was measured.
+
+    The B-mode is taken to the log domain (if given as an envelope), its speckle measured and
+    smoothed over its own correlation length (or ``speckle_um``). Dark blobs of node size are found
+    in scale space below the skin (or the ``seed`` / centre of ``box`` is used); from each, in
+    order of strength, a region is grown (:func:`grow_node`) and checked (:func:`check_node`):
+    the first that passes is the node. None passing raises an :class:`io.InputError` that says
+    why the strongest was refused and how to help (a seed or a box in the sheet, or a click in
+    napari). The dict holds the speckle, levels, contrast, shape measures and ``warnings``.
     """
     size = np.asarray(voxel_size_um, float)
-    if seed is None:
-        seed = find_seed(us, voxel_size_um=size, diameter_mm=diameter_mm)
-    seed = tuple(seed)
-    smooth = ndi.gaussian_filter(us, np.maximum(speckle_um / size, 0.5))
-    reach = np.ceil(diameter_mm[1] * 1000 / size).astype(int)
-    local = smooth[tuple(slice(max(0, c - r), c + r + 1) for c, r in zip(seed, reach))]
-    inner = np.ceil(diameter_mm[0] * 500 / size / 2).astype(int)
-    node_level = float(np.median(smooth[tuple(slice(max(0, c - r), c + r + 1) for c, r in zip(seed, inner))]))
-    outside = float(np.median(local[local > filters.threshold_otsu(local)]))
-    ball = _ellipsoid(np.maximum(diameter_mm[0] * 1000 / 6 / size, 1))  # a third of the smallest radius
-    mask = _grow(smooth < node_level + edge_fraction * (outside - node_level), seed, ball)
-    mask = ndi.binary_closing(mask, ball, border_value=0)
-    return np.stack([ndi.binary_fill_holes(plane) for plane in mask])
+    log_us, converted = to_log_domain(us)
+    field = tissue_field(log_us, voxel_size_um=size)
+    if field.sum() < 100:
+        raise io.InputError("no tissue found in the B-mode image (it is dark or blank)")
+    speckle = measure_speckle(log_us, field, log_scale=converted)
+    active = np.array([n > 1 for n in us.shape])
+    lengths = np.asarray(speckle.length_voxels) if speckle_um is None else speckle_um / size
+    smooth = ndi.gaussian_filter(log_us, np.maximum(lengths, 0.5) * active)
+    allowed = tissue_field(log_us, voxel_size_um=size, skin_margin_mm=0.4) if seed is None else field
+    limit = None
+    if box is not None:
+        limit = np.zeros(us.shape, bool)
+        limit[tuple(slice(lo, hi + 1) for lo, hi in box)] = True
+        allowed = allowed & limit
+    if seed is not None or box is not None:
+        point = tuple(seed) if seed is not None else tuple((lo + hi) // 2 for lo, hi in box)
+        blobs = dark_blobs(smooth, voxel_size_um=size, diameter_mm=diameter_mm, max_blobs=1,
+                           allowed=_near(point, us.shape))
+        candidates = [Candidate(point, blobs[0].diameter_mm if blobs else diameter_mm[0], np.nan)]
+    else:
+        candidates = dark_blobs(smooth, voxel_size_um=size, diameter_mm=diameter_mm, allowed=allowed)
+    info = {"speckle_length_um": [round(float(l * s), 1) for l, s in zip(speckle.length_voxels, size)],
+            "speckle_sd": speckle.sd, "log_compressed_input": not converted, "warnings": []}
+    refused = []
+    for candidate in candidates:
+        fit = grow_node(log_us, smooth, candidate, voxel_size_um=size, field=field, speckle=speckle,
+                        edge_fraction=edge_fraction, box=limit)
+        problem = check_node(fit, diameter_mm=diameter_mm)
+        if not problem:
+            break
+        refused.append((candidate, problem))
+    else:
+        where = "at the seed" if seed is not None or box is not None else "below the skin"
+        if not refused:
+            raise io.InputError(f"no lymph node found: no dark blob of {diameter_mm[0]:g}-{diameter_mm[1]:g} mm "
+                                f"{where}; give a seed z,y,x (or a box z0-z1,y0-y1,x0-x1) in the sheet")
+        first = refused[0]
+        raise io.InputError(
+            f"no lymph node found: the darkest blob {where}, at z,y,x {','.join(map(str, first[0].centre))}, "
+            f"was refused as {first[1]}" + (f" ({len(refused) - 1} more refused)" if len(refused) > 1 else "")
+            + "; give a seed z,y,x (or a box z0-z1,y0-y1,x0-x1) in the sheet, or click the node in napari")
+    info.update(node_centre_zyx=list(candidate.centre), node_contrast_sd=fit.contrast_sd,
+                node_diameter_mm=fit.diameter_mm, node_ellipse_dice=fit.ellipse_dice,
+                node_elongation=fit.elongation, node_texture_ratio=fit.texture_ratio,
+                refused_candidates=len(refused))
+    if fit.cut_by_sweep:
+        info["warnings"].append("the node reaches the first or last frame of the sweep: its volume is a lower "
+                                "bound")
+    if fit.contrast_sd < 5:
+        info["warnings"].append(f"the node is faint ({fit.contrast_sd:.1f} speckle SDs darker than its "
+                                "surroundings): check its outline on the QC image")
+    return fit.mask, info
 
 
-def _grow(dark: np.ndarray, seed, ball) -> np.ndarray:
-    """The dark region around ``seed``, with bridges narrower than ``ball`` cut."""
-    labels = measure.label(dark)
-    if labels[seed] == 0:
-        return np.zeros(dark.shape, bool)
-    region = labels == labels[seed]
-    opened = measure.label(ndi.binary_opening(region, ball))
-    if opened[seed] == 0:
-        return region
-    return ndi.binary_dilation(opened == opened[seed], ball) & region
+def _near(point, shape) -> np.ndarray:
+    near = np.zeros(shape, bool)
+    near[tuple(slice(max(0, p - 2), p + 3) for p in point)] = True
+    return near
 
 
 def _ellipsoid(radius) -> np.ndarray:
-    r = np.maximum(np.round(radius).astype(int), 1)
+    r = np.maximum(np.round(np.asarray(radius, float)).astype(int), 0)
     grid = np.ogrid[tuple(slice(-n, n + 1) for n in r)]
     return sum((g / max(n, 1)) ** 2 for g, n in zip(grid, r)) <= 1
 
@@ -301,17 +592,25 @@ def quantify(stack: Stack, node: np.ndarray, *, shell_mm: float, hypoxic_so2: fl
 
 # --- one sample --------------------------------------------------------------------------------
 
-def parse_seed(text) -> tuple[int, int, int] | None:
-    """A seed ``"z,y,x"`` (voxels) from the sheet, or ``None``."""
-    if text is None or not str(text).strip():
-        return None
-    parts = re.split(r"[,;\s]+", str(text).strip())
+def parse_seed(text) -> tuple[tuple | None, tuple | None]:
+    """A seed ``"z,y,x"`` or a box ``"z0-z1,y0-y1,x0-x1"`` (voxels, inclusive) from the sheet:
+    ``(seed, box)``, either ``None``."""
+    if text is None or not str(text).strip() or str(text).strip().lower() == "nan":
+        return None, None
+    parts = [p for p in re.split(r"[,;\s]+", str(text).strip()) if p]
+    problem = f"seed {text!r} should be three voxel indices z,y,x or a box z0-z1,y0-y1,x0-x1"
     if len(parts) != 3:
-        raise io.InputError(f"seed {text!r} should be three voxel indices z,y,x")
+        raise io.InputError(problem)
     try:
-        return tuple(int(round(float(p))) for p in parts)
+        if any(re.fullmatch(r"\d+(\.\d*)?-\d+(\.\d*)?", p) for p in parts):
+            box = []
+            for p in parts:
+                lo, _, hi = p.partition("-")
+                box.append(tuple(sorted((int(round(float(lo))), int(round(float(hi or lo)))))))
+            return None, tuple(box)
+        return tuple(int(round(float(p))) for p in parts), None
     except ValueError:
-        raise io.InputError(f"seed {text!r} should be three voxel indices z,y,x") from None
+        raise io.InputError(problem) from None
 
 
 def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_size_um=None, seed=None) -> dict:
@@ -328,14 +627,14 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
                                 + ", ".join(repr(n) for n in stack.channels))
         if stack.wavelengths:
             extinction(stack.wavelengths)  # unknown wavelengths fail before any work
-        point = parse_seed(seed)
+        point, box = parse_seed(seed)
         if point is not None and not all(0 <= p < n for p, n in zip(point, us.shape)):
             raise io.InputError(f"seed {point} lies outside the stack of shape {us.shape}")
-        node = segment_node(us, voxel_size_um=stack.voxel_size_um, seed=point,
-                            diameter_mm=tuple(options["node_diameter_mm"]), speckle_um=options["speckle_um"],
-                            edge_fraction=options["edge_fraction"])
-        if not node.any():
-            raise io.InputError("no lymph node found (no dark region at the seed); give a seed z,y,x in the sheet")
+        if box is not None and not all(0 <= lo and hi < n for (lo, hi), n in zip(box, us.shape)):
+            raise io.InputError(f"box {box} reaches outside the stack of shape {us.shape}")
+        node, found = segment_node(us, voxel_size_um=stack.voxel_size_um, seed=point, box=box,
+                                   diameter_mm=tuple(options["node_diameter_mm"]), speckle_um=options["speckle_um"],
+                                   edge_fraction=options["edge_fraction"])
         regions, so2, signal = quantify(stack, node, shell_mm=options["shell_mm"],
                                         hypoxic_so2=options["hypoxic_so2"], smooth_um=options["smooth_um"])
     except Exception as exc:  # any failure is this sample's status; the run goes on
@@ -343,12 +642,13 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
     io.write_table(regions, outputs["regions"])
     io.write_tiff(node.astype(np.uint8), outputs["mask"], axes="ZYX", pixel_size_um=stack.voxel_size_um)
     row = regions.set_index("region").loc["node"]
-    warnings = []
-    metrics = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path), "ln_volume_mm3": row["volume_mm3"], "ln_pa_mean": row["pa_mean"],
+    warnings = found.pop("warnings")
+    metrics = {"sample": sample, "status": "ok", "warnings": warnings, "path": str(path),
+               "ln_volume_mm3": row["volume_mm3"], "ln_pa_mean": row["pa_mean"],
                "ln_so2_mean": row["so2_mean"], "ln_hbt_mean": row["hbt_mean"], "ln_so2_median": row["so2_median"],
                "ln_contrast": row["contrast"], "ln_hypoxic_fraction": row["hypoxic_fraction"],
                "wavelengths_nm": stack.wavelengths, "voxel_size_um": list(stack.voxel_size_um),
-               "shape_zyx": list(us.shape)}
+               "shape_zyx": list(us.shape), **found}
     metrics = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in metrics.items()}
     title = (f"{sample}: node {row['volume_mm3']:.2f} mm³, PA {row['pa_mean']:.3g}, "
              f"sO2 {row['so2_mean']:.2f}, HbT {row['hbt_mean']:.3g}").replace("nan", "-")
