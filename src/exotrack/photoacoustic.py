@@ -307,6 +307,8 @@ class NodeFit:
     touches_border: bool
     cut_by_sweep: bool
     problem: str = ""
+    edge_support: float = np.nan  # share of the fitted outline where the B-mode brightens outward
+    region_agreement: float = np.nan  # Dice of the outline with the region grown from the blob
 
 
 def grow_node(log_us, smooth, candidate: Candidate, *, voxel_size_um, field, speckle: Speckle,
@@ -415,6 +417,154 @@ def _dilate_mm(mask, radius_mm, size, active):
     return ndi.binary_dilation(mask, _ellipsoid(np.where(active, radius_mm / size, 0)))
 
 
+def _sphere_points(n: int, k: int) -> np.ndarray:
+    """``n`` points spread evenly over the unit sphere (k = 3) or circle (k = 2), ``(n, k)``."""
+    if k == 2:
+        angle = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        return np.stack([np.sin(angle), np.cos(angle)], axis=1)
+    i = np.arange(n) + 0.5
+    polar = np.arccos(1 - 2 * i / n)
+    azimuth = np.pi * (1 + 5 ** 0.5) * i
+    return np.stack([np.cos(polar), np.sin(polar) * np.sin(azimuth), np.sin(polar) * np.cos(azimuth)], axis=1)
+
+
+@dataclass
+class Ellipsoid:
+    """An oval in mm: centre ``(z, y, x)`` (or ``(y, x)``), semi-axes along the same axes before
+    rotation, and a rotation ``angle`` (radians) in the y-x plane (the image plane)."""
+
+    centre: np.ndarray
+    semi: np.ndarray
+    angle: float
+
+    def rotation(self) -> np.ndarray:
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        plane = np.array([[c, -s], [s, c]])
+        if self.centre.size == 2:
+            return plane
+        rotation = np.eye(3)
+        rotation[1:, 1:] = plane
+        return rotation
+
+    def mask(self, shape, size_mm, active, scale: float = 1.0) -> np.ndarray:
+        grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+        coords = [(g + 0.0) * s for g, s, a in zip(grid, size_mm, active) if a]
+        rotation = self.rotation()
+        total = 0
+        for row in range(len(coords)):
+            local = sum(rotation[col, row] * (coords[col] - self.centre[col]) for col in range(len(coords)))
+            total = total + (local / (scale * self.semi[row])) ** 2
+        return np.broadcast_to(total <= 1, shape).copy() if np.ndim(total) else np.zeros(shape, bool)
+
+
+def fit_ellipsoid(smooth: np.ndarray, start: Ellipsoid, *, voxel_size_um, sigma_mm: float,
+                  n_points: int = 300) -> tuple[Ellipsoid, float, float]:
+    """The oval whose outline best follows the node's edge: maximise the mean outward derivative of
+    the B-mode (dark inside, bright outside) over its surface, from ``start``. An echogenic hilum
+    inside gives edges of the opposite sign, so the outline keeps to the cortex's outer edge.
+    Returns the oval, its edge support (the share of its outline where the B-mode brightens
+    outward) and its edge strength (that mean derivative, per mm)."""
+    from scipy import optimize
+
+    size = np.asarray(voxel_size_um, float) / 1000
+    active = np.array([n > 1 for n in smooth.shape])
+    k = int(active.sum())
+    sigma = np.where(active, sigma_mm / size, 0)
+    gradients = [ndi.gaussian_filter(smooth, sigma, order=[int(a == axis) for a in range(smooth.ndim)])
+                 / size[axis] for axis in np.flatnonzero(active)]
+    unit = _sphere_points(n_points, k)
+    shape = np.array(smooth.shape)[active]
+    grads = gradients if k == 3 else [g[0] for g in gradients]
+
+    def unpack(p):
+        centre = p[:k]
+        semi = np.exp(p[k:2 * k])
+        return Ellipsoid(centre, semi, float(p[-1]))
+
+    def edge(p, support=False):
+        oval = unpack(p)
+        rotation = oval.rotation()
+        points = oval.centre + (unit * oval.semi) @ rotation.T
+        normals = (unit / oval.semi) @ rotation.T
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+        index = (points / size[active]).T
+        inside = np.all((index >= 0) & (index <= (shape - 1)[:, None]), axis=0)
+        derivative = sum(ndi.map_coordinates(g, index, order=1, mode="nearest") * normals[:, i]
+                         for i, g in enumerate(grads))
+        if support:
+            return float(np.mean((derivative > 0) & inside))
+        return -float(np.mean(np.where(inside, derivative, 0)))
+
+    p0 = np.concatenate([start.centre, np.log(start.semi), [start.angle]])
+    simplex = [p0]
+    for i in range(p0.size):
+        step = np.zeros_like(p0)
+        step[i] = 0.25 * start.semi.mean() if i < k else (0.25 if i < 2 * k else 0.4)
+        simplex.append(p0 + step)
+    result = optimize.minimize(edge, p0, method="Nelder-Mead",
+                               options={"initial_simplex": np.array(simplex), "maxiter": 600, "xatol": 1e-3,
+                                        "fatol": 1e-4})
+    return unpack(result.x), edge(result.x, support=True), -float(result.fun)
+
+
+def _unblur(oval: Ellipsoid, sigma_mm: np.ndarray) -> Ellipsoid:
+    """The oval before a Gaussian blur of ``sigma_mm`` per axis (smoothing, derivative and
+    interpolation): the steepest edge of a blurred convex region lies inward of the true one by
+    sigma² times half the sum of the principal curvatures there (σ²/R on a sphere, σ²/2R on a
+    circle)."""
+    active = sigma_mm > 0
+    rotation = oval.rotation()
+    sigma2 = (rotation ** 2).T @ (sigma_mm[active] ** 2)  # blur along each of the oval's axes
+    semi = oval.semi
+    curvature = np.array([semi[i] * sum(1 / semi[j] ** 2 for j in range(semi.size) if j != i)
+                          for i in range(semi.size)])
+    return Ellipsoid(oval.centre, semi + sigma2 * curvature / 2, oval.angle)
+
+
+def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckle: Speckle) -> NodeFit:
+    """The node's outline under an elliptical prior: the oval fitted to the edge
+    (:func:`fit_ellipsoid`) from the grown region's moments and from the blob, the better kept;
+    the mask is the oval's inner 90 % plus the dark voxels out to 110 %, so that a slightly
+    irregular outline is followed. Its edge support and its agreement with the
+    grown region are kept for the checks."""
+    size = np.asarray(voxel_size_um, float) / 1000
+    active = np.array([n > 1 for n in smooth.shape])
+    k = int(active.sum())
+    region = grown.mask
+    starts = [Ellipsoid(np.asarray(grown.candidate.centre, float)[active] * size[active],
+                        np.full(k, grown.candidate.diameter_mm / 2), 0.0)]
+    if region.sum() > 10:
+        points = np.argwhere(region)[:, active] * size[active]
+        centre = points.mean(axis=0)
+        cov = np.cov((points - centre).T)
+        values, vectors = np.linalg.eigh(cov[-2:, -2:])
+        angle = float(np.arctan2(vectors[0, 1], vectors[1, 1]))  # major in-plane axis from x towards y
+        semi = np.sqrt((k + 2) * np.maximum(np.diag(cov), 1e-6))
+        semi[-2:] = np.sqrt((k + 2) * np.maximum(values[::-1], 1e-6))
+        starts.append(Ellipsoid(centre, semi, angle))
+    # The B-mode is already smoothed over the speckle: a derivative at half a voxel keeps the edge
+    # where it is (a wider one pulls the outline of a convex dark region inward).
+    sigma_mm = 0.5 * float(size[active].min())
+    best = None
+    for start in starts:
+        oval, support, strength = fit_ellipsoid(smooth, start, voxel_size_um=voxel_size_um, sigma_mm=sigma_mm)
+        if best is None or strength > best[2]:
+            best = (oval, support, strength)
+    oval, support, _ = best
+    oval = _unblur(oval, np.sqrt((np.maximum(np.asarray(speckle.length_voxels), 0.5) ** 2 + 0.25 + 1 / 6)
+                                 * active) * size)
+    inner = oval.mask(smooth.shape, size, active, 0.9)
+    outer = oval.mask(smooth.shape, size, active, 1.1)
+    threshold = grown.node_level + 0.5 * (grown.surround_level - grown.node_level)
+    mask = inner | (outer & (smooth < threshold))
+    mask = np.stack([ndi.binary_fill_holes(plane) for plane in mask])
+    fit = _describe(mask, log_us, smooth, grown.candidate, size=size, active=active, field=field, speckle=speckle,
+                    node_level=grown.node_level, surround=grown.surround_level)
+    fit.edge_support = support
+    fit.region_agreement = float(2 * (region & mask).sum() / max(region.sum() + mask.sum(), 1))
+    return fit
+
+
 def check_node(fit: NodeFit, *, diameter_mm, min_contrast_sd: float = 3.0, max_field_fraction: float = 0.25,
                min_ellipse_dice: float = 0.75, max_elongation: float = 3.0) -> str:
     """Why ``fit`` is not a lymph node (empty if it may be one)."""
@@ -479,6 +629,8 @@ def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter
     for candidate in candidates:
         fit = grow_node(log_us, smooth, candidate, voxel_size_um=size, field=field, speckle=speckle,
                         edge_fraction=edge_fraction, box=limit)
+        if fit.mask.any() and not fit.texture_ratio < 0.5:
+            fit = outline_node(log_us, smooth, fit, voxel_size_um=size, field=field, speckle=speckle)
         problem = check_node(fit, diameter_mm=diameter_mm)
         if not problem:
             break
@@ -496,6 +648,7 @@ def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter
     info.update(node_centre_zyx=list(candidate.centre), node_contrast_sd=fit.contrast_sd,
                 node_diameter_mm=fit.diameter_mm, node_ellipse_dice=fit.ellipse_dice,
                 node_elongation=fit.elongation, node_texture_ratio=fit.texture_ratio,
+                node_edge_support=fit.edge_support, node_region_agreement=fit.region_agreement,
                 refused_candidates=len(refused))
     if fit.cut_by_sweep:
         info["warnings"].append("the node reaches the first or last frame of the sweep: its volume is a lower "
