@@ -233,7 +233,7 @@ def tissue_field(log_us: np.ndarray, *, voxel_size_um, skin_margin_mm: float = 0
     size = np.asarray(voxel_size_um, float)
     floor = float(np.percentile(log_us, 1))
     median = float(np.median(log_us))
-    width = np.maximum(np.round(500 / size).astype(int), 1) * [n > 1 for n in log_us.shape]
+    width = (2 * np.round(500 / size).astype(int) + 1) * [n > 1 for n in log_us.shape]
     # Outside a sector, in the gel or a lumen every voxel within 0.5 mm lies at the floor.
     imaged = ndi.maximum_filter(log_us, np.maximum(width, 1)) > floor + 0.1 * (median - floor)
     depth = skin_depth(np.where(imaged, log_us - floor, 0))
@@ -251,7 +251,7 @@ class Candidate:
 
 
 def dark_blobs(smooth: np.ndarray, *, voxel_size_um, diameter_mm=(0.5, 6.0), allowed=None,
-               n_scales: int = 8, max_blobs: int = 8) -> list[Candidate]:
+               n_scales: int = 8, max_blobs: int = 12) -> list[Candidate]:
     """Dark blob-like regions by scale-normalised Laplacian of Gaussian (in mm, so anisotropic
     voxels see a round blob as round), strongest first; centres only where ``allowed``."""
     size = np.asarray(voxel_size_um, float) / 1000
@@ -457,13 +457,17 @@ class Ellipsoid:
         return np.broadcast_to(total <= 1, shape).copy() if np.ndim(total) else np.zeros(shape, bool)
 
 
-def fit_ellipsoid(smooth: np.ndarray, start: Ellipsoid, *, voxel_size_um, sigma_mm: float,
-                  n_points: int = 300) -> tuple[Ellipsoid, float, float]:
+def fit_ellipsoid(smooth: np.ndarray, start: Ellipsoid, *, voxel_size_um, sigma_mm: float, field=None,
+                  n_points: int = 300, max_change: float = 1.6, max_elongation: float = 3.0
+                  ) -> tuple[Ellipsoid, float, float]:
     """The oval whose outline best follows the node's edge: maximise the mean outward derivative of
     the B-mode (dark inside, bright outside) over its surface, from ``start``. An echogenic hilum
     inside gives edges of the opposite sign, so the outline keeps to the cortex's outer edge.
-    Returns the oval, its edge support (the share of its outline where the B-mode brightens
-    outward) and its edge strength (that mean derivative, per mm)."""
+    The oval stays near ``start`` (axes within ``max_change`` of it, centre within half an axis),
+    no longer than ``max_elongation`` times its width, and off what is not ``field`` (a vessel's
+    lumen or a cyst beside the node, whose edges would pull it over). Returns the oval, its edge
+    support (the share of its outline where the B-mode brightens outward) and its edge strength
+    (that mean derivative, per mm)."""
     from scipy import optimize
 
     size = np.asarray(voxel_size_um, float) / 1000
@@ -481,9 +485,16 @@ def fit_ellipsoid(smooth: np.ndarray, start: Ellipsoid, *, voxel_size_um, sigma_
         semi = np.exp(p[k:2 * k])
         return Ellipsoid(centre, semi, float(p[-1]))
 
+    lumen = None if field is None else (~field if k == 3 else ~field[0]).astype(np.float32)
+    interior = np.concatenate([unit * f for f in (0.3, 0.6, 0.85)])
+
     def edge(p, support=False):
         oval = unpack(p)
         rotation = oval.rotation()
+        ratio = oval.semi / start.semi
+        excess = (max(0.0, np.log(ratio.max() / max_change)) + max(0.0, np.log(1 / max_change / ratio.min()))
+                  + max(0.0, np.linalg.norm((oval.centre - start.centre) / start.semi) - 0.5)
+                  + max(0.0, np.log(oval.semi.max() / oval.semi.min() / max_elongation)))
         points = oval.centre + (unit * oval.semi) @ rotation.T
         normals = (unit / oval.semi) @ rotation.T
         normals /= np.linalg.norm(normals, axis=1, keepdims=True)
@@ -493,7 +504,11 @@ def fit_ellipsoid(smooth: np.ndarray, start: Ellipsoid, *, voxel_size_um, sigma_
                          for i, g in enumerate(grads))
         if support:
             return float(np.mean((derivative > 0) & inside))
-        return -float(np.mean(np.where(inside, derivative, 0)))
+        strength = float(np.mean(np.where(inside, derivative, 0)))
+        if lumen is not None:
+            within = ((oval.centre + (interior * oval.semi) @ rotation.T) / size[active]).T
+            strength -= 2 * abs(strength) * float(np.mean(ndi.map_coordinates(lumen, within, order=0, mode="nearest")))
+        return -strength + 1e3 * abs(strength) * excess
 
     p0 = np.concatenate([start.centre, np.log(start.semi), [start.angle]])
     simplex = [p0]
@@ -547,7 +562,8 @@ def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckl
     sigma_mm = 0.5 * float(size[active].min())
     best = None
     for start in starts:
-        oval, support, strength = fit_ellipsoid(smooth, start, voxel_size_um=voxel_size_um, sigma_mm=sigma_mm)
+        oval, support, strength = fit_ellipsoid(smooth, start, voxel_size_um=voxel_size_um, sigma_mm=sigma_mm,
+                                                field=field)
         if best is None or strength > best[2]:
             best = (oval, support, strength)
     oval, support, _ = best
@@ -558,9 +574,14 @@ def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckl
     threshold = grown.node_level + 0.5 * (grown.surround_level - grown.node_level)
     mask = inner | (outer & (smooth < threshold))
     mask = np.stack([ndi.binary_fill_holes(plane) for plane in mask])
+    lumen = float((mask & ~field).sum() / max(mask.sum(), 1))
+    mask &= field
     fit = _describe(mask, log_us, smooth, grown.candidate, size=size, active=active, field=field, speckle=speckle,
                     node_level=grown.node_level, surround=grown.surround_level)
     fit.edge_support = support
+    if lumen > 0.1:
+        fit.problem = (f"its oval takes in an anechoic structure ({100 * lumen:.0f}% of it): a cyst or vessel "
+                       "beside a faint region")
     fit.region_agreement = float(2 * (region & mask).sum() / max(region.sum() + mask.sum(), 1))
     return fit
 
@@ -573,6 +594,9 @@ def check_node(fit: NodeFit, *, diameter_mm, min_contrast_sd: float = 3.0, max_f
     if fit.texture_ratio < 0.5:
         return (f"it is anechoic (speckle {fit.texture_ratio:.2f} of the tissue's): a cyst or a vessel's lumen, "
                 "not a node")
+    if fit.texture_ratio > 2.5:
+        return (f"it is not homogeneous (its echoes vary {fit.texture_ratio:.1f} times as much as the tissue's "
+                "speckle): it straddles structures")
     if fit.touches_border:
         return "it reaches the edge of the image or of the imaged tissue (it leaks into the surroundings)"
     if fit.field_fraction > max_field_fraction:
@@ -625,8 +649,10 @@ def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter
         candidates = dark_blobs(smooth, voxel_size_um=size, diameter_mm=diameter_mm, allowed=allowed)
     info = {"speckle_length_um": [round(float(l * s), 1) for l, s in zip(speckle.length_voxels, size)],
             "speckle_sd": speckle.sd, "log_compressed_input": not converted, "warnings": []}
-    refused = []
+    refused, covered = [], np.zeros(us.shape, bool)
     for candidate in candidates:
+        if covered[candidate.centre]:  # another peak of a structure already refused (a vessel's length)
+            continue
         fit = grow_node(log_us, smooth, candidate, voxel_size_um=size, field=field, speckle=speckle,
                         edge_fraction=edge_fraction, box=limit)
         if fit.mask.any() and not fit.texture_ratio < 0.5:
@@ -635,6 +661,7 @@ def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter
         if not problem:
             break
         refused.append((candidate, problem))
+        covered |= fit.mask
     else:
         where = "at the seed" if seed is not None or box is not None else "below the skin"
         if not refused:
