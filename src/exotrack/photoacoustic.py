@@ -311,8 +311,8 @@ class NodeFit:
     region_agreement: float = np.nan  # Dice of the outline with the region grown from the blob
 
 
-def grow_node(log_us, smooth, candidate: Candidate, *, voxel_size_um, field, speckle: Speckle,
-              edge_fraction: float = 0.5, box=None, iterations: int = 3) -> NodeFit:
+def grow_node(log_us, smooth, candidate: Candidate, *, voxel_size_um, field, speckle: Speckle, outside,
+              field_voxels: int, edge_fraction: float = 0.5, box=None, iterations: int = 3) -> NodeFit:
     """The dark region around ``candidate``: voxels of the smoothed B-mode below the level
     ``edge_fraction`` of the way from the node's median to that of a shell of tissue around it,
     connected to the candidate; bridges narrower than a third of its radius are cut, holes (an
@@ -329,8 +329,7 @@ def grow_node(log_us, smooth, candidate: Candidate, *, voxel_size_um, field, spe
     for _ in range(iterations):
         node_level = float(np.median(smooth[region & field])) if (region & field).any() else float(
             smooth[candidate.centre])
-        ring = _dilate_mm(region, 0.6 * radius, size, active) & ~_dilate_mm(region, 0.2 * radius, size, active)
-        ring &= field
+        ring = _ring(region, 0.2 * radius, 0.6 * radius, size) & field
         surround = float(np.median(smooth[ring])) if ring.any() else node_level
         threshold = node_level + edge_fraction * (surround - node_level)
         dark = (smooth < threshold) & limit & field
@@ -340,12 +339,12 @@ def grow_node(log_us, smooth, candidate: Candidate, *, voxel_size_um, field, spe
             region = np.zeros(smooth.shape, bool)
             break
         grown = labels == np.bincount(hits).argmax()
-        ball = _ellipsoid(np.where(active, radius / 3 / size, 0))
-        opened = measure.label(ndi.binary_opening(grown, ball))
+        ball = radius / 3
+        opened = measure.label(_dilate_mm(_erode_mm(grown, ball, size), ball, size) & grown)
         hits = opened[core & (opened > 0)]
         if hits.size:
-            grown = ndi.binary_dilation(opened == np.bincount(hits).argmax(), ball) & grown
-        grown = ndi.binary_closing(grown, ball, border_value=0) | grown
+            grown = _dilate_mm(opened == np.bincount(hits).argmax(), ball, size) & grown
+        grown = _erode_mm(_dilate_mm(grown, ball, size), ball, size) | grown
         grown = ndi.binary_fill_holes(grown)
         grown = np.stack([ndi.binary_fill_holes(plane) for plane in grown])
         if grown.sum() == region.sum() and (grown == region).all():
@@ -357,10 +356,11 @@ def grow_node(log_us, smooth, candidate: Candidate, *, voxel_size_um, field, spe
                 1 / active.sum())
             radius = max(min(equivalent / 2, 3 * candidate.diameter_mm), size[active].max())
     return _describe(region, log_us, smooth, candidate, size=size, active=active, field=field, speckle=speckle,
-                     node_level=node_level, surround=surround)
+                     node_level=node_level, surround=surround, outside=outside, field_voxels=field_voxels)
 
 
-def _describe(region, log_us, smooth, candidate, *, size, active, field, speckle, node_level, surround) -> NodeFit:
+def _describe(region, log_us, smooth, candidate, *, size, active, field, speckle, node_level, surround,
+              outside, field_voxels) -> NodeFit:
     voxels = int(region.sum())
     k = int(active.sum())
     if voxels == 0:
@@ -385,24 +385,18 @@ def _describe(region, log_us, smooth, candidate, *, size, active, field, speckle
     # of so many independent speckle cells vary. Texture: the speckle within, which an anechoic
     # cyst or lumen (at the display's floor or noise) lacks.
     radius = equivalent / 2
-    ring = (_dilate_mm(region, 0.6 * radius, size, active) & ~_dilate_mm(region, 0.2 * radius, size, active)
-            & field)
+    ring = _ring(region, 0.2 * radius, 0.6 * radius, size) & field
     cell = float(np.prod([max(2.5 * l, 1.0) for l, a in zip(speckle.length_voxels, active) if a]))
     if ring.any():
         delta = float(log_us[ring].mean() - log_us[region].mean())
         noise = speckle.sd * np.sqrt(cell / voxels + cell / ring.sum())
     else:
         delta, noise = 0.0, 1.0
-    inner = ndi.binary_erosion(region, _ellipsoid(np.where(active, np.maximum(speckle.length_voxels, 1), 0)))
+    inner = _erode_mm(region, float(np.max(np.maximum(speckle.length_voxels, 1) * size * active)), size)
     inner = inner if inner.sum() > 10 else region
     inside_sd = 1.4826 * float(np.median(np.abs(log_us[inner] - np.median(log_us[inner]))))
     spatial = [a for a, on in enumerate(active) if on]
     edges = [np.take(region, [0, -1], axis=a).any() for a in spatial if a != 0 or k == 2]
-    # Outside the imaged tissue: what lies above the skin or outside a sector, i.e. the parts of
-    # the non-tissue that reach the image's edge (a lumen or cyst beside the node does not count).
-    labels = measure.label(~field)
-    edge_labels = np.unique(np.concatenate([np.take(labels, [0, -1], axis=a).ravel() for a in spatial]))
-    outside = np.isin(labels, edge_labels[edge_labels > 0])
     touches = bool(any(edges) or (ndi.binary_dilation(region) & outside).any())
     cut = False
     if active[0] and k == 3:
@@ -410,11 +404,27 @@ def _describe(region, log_us, smooth, candidate, *, size, active, field, speckle
         cut = bool(max(areas[0], areas[-1]) > 0.3 * areas.max())
     return NodeFit(region, candidate, node_level, surround, delta / max(noise, 1e-6),
                    float(inside_sd / max(speckle.sd, 1e-6)), float(equivalent), float(ellipse_dice),
-                   float(semi.max() / semi.min()), float(voxels / max(field.sum(), 1)), touches, cut)
+                   float(semi.max() / semi.min()), float(voxels / max(field_voxels, 1)), touches, cut)
 
 
-def _dilate_mm(mask, radius_mm, size, active):
-    return ndi.binary_dilation(mask, _ellipsoid(np.where(active, radius_mm / size, 0)))
+def _distance_mm(mask, size) -> np.ndarray:
+    """Distance (mm) of each voxel to ``mask`` (0 inside); one transform serves every radius."""
+    if not mask.any():
+        return np.full(mask.shape, np.inf)
+    return ndi.distance_transform_edt(~mask, sampling=size)
+
+
+def _dilate_mm(mask, radius_mm, size, active=None):
+    return _distance_mm(mask, size) <= radius_mm
+
+
+def _erode_mm(mask, radius_mm, size):
+    return ~_dilate_mm(~mask, radius_mm, size) if mask.any() else mask
+
+
+def _ring(mask, inner_mm, outer_mm, size):
+    distance = _distance_mm(mask, size)
+    return (distance > inner_mm) & (distance <= outer_mm)
 
 
 def _sphere_points(n: int, k: int) -> np.ndarray:
@@ -536,11 +546,11 @@ def _unblur(oval: Ellipsoid, sigma_mm: np.ndarray) -> Ellipsoid:
     return Ellipsoid(oval.centre, semi + sigma2 * curvature / 2, oval.angle)
 
 
-def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckle: Speckle) -> NodeFit:
+def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckle: Speckle, outside,
+                 field_voxels: int) -> NodeFit:
     """The node's outline under an elliptical prior: the oval fitted to the edge
     (:func:`fit_ellipsoid`) from the grown region's moments and from the blob, the better kept;
-    the mask is the oval's inner 90 % plus the dark voxels out to 110 %, so that a slightly
-    irregular outline is followed. Its edge support and its agreement with the
+    the mask is the oval. Its edge support and its agreement with the
     grown region are kept for the checks."""
     size = np.asarray(voxel_size_um, float) / 1000
     active = np.array([n > 1 for n in smooth.shape])
@@ -569,15 +579,12 @@ def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckl
     oval, support, _ = best
     oval = _unblur(oval, np.sqrt((np.maximum(np.asarray(speckle.length_voxels), 0.5) ** 2 + 0.25 + 1 / 6)
                                  * active) * size)
-    inner = oval.mask(smooth.shape, size, active, 0.9)
-    outer = oval.mask(smooth.shape, size, active, 1.1)
-    threshold = grown.node_level + 0.5 * (grown.surround_level - grown.node_level)
-    mask = inner | (outer & (smooth < threshold))
-    mask = np.stack([ndi.binary_fill_holes(plane) for plane in mask])
+    mask = np.ascontiguousarray(oval.mask(smooth.shape, size, active))
     lumen = float((mask & ~field).sum() / max(mask.sum(), 1))
     mask &= field
     fit = _describe(mask, log_us, smooth, grown.candidate, size=size, active=active, field=field, speckle=speckle,
-                    node_level=grown.node_level, surround=grown.surround_level)
+                    node_level=grown.node_level, surround=grown.surround_level, outside=outside,
+                    field_voxels=field_voxels)
     fit.edge_support = support
     if lumen > 0.1:
         fit.problem = (f"its oval takes in an anechoic structure ({100 * lumen:.0f}% of it): a cyst or vessel "
@@ -631,6 +638,13 @@ def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter
     if field.sum() < 100:
         raise io.InputError("no tissue found in the B-mode image (it is dark or blank)")
     speckle = measure_speckle(log_us, field, log_scale=converted)
+    field_voxels = int(field.sum())
+    # Outside the imaged tissue: above the skin or outside a sector, i.e. the non-tissue that reaches
+    # the image's edge (a lumen or cyst beside the node does not count).
+    labels = measure.label(~field)
+    spatial = [a for a, n in enumerate(us.shape) if n > 1]
+    edge_labels = np.unique(np.concatenate([np.take(labels, [0, -1], axis=a).ravel() for a in spatial]))
+    outside = np.isin(labels, edge_labels[edge_labels > 0])
     active = np.array([n > 1 for n in us.shape])
     lengths = np.asarray(speckle.length_voxels) if speckle_um is None else speckle_um / size
     smooth = ndi.gaussian_filter(log_us, np.maximum(lengths, 0.5) * active)
@@ -653,10 +667,20 @@ def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter
     for candidate in candidates:
         if covered[candidate.centre]:  # another peak of a structure already refused (a vessel's length)
             continue
-        fit = grow_node(log_us, smooth, candidate, voxel_size_um=size, field=field, speckle=speckle,
-                        edge_fraction=edge_fraction, box=limit)
+        # Each candidate is worked on in a window of 2.5 blob diameters and 0.5 mm around it.
+        reach = np.where(active, np.ceil((2.5 * max(candidate.diameter_mm, diameter_mm[0]) + 0.5) * 1000 / size), 0)
+        window = tuple(slice(max(0, c - int(r)), c + int(r) + 1) for c, r in zip(candidate.centre, reach))
+        local = Candidate(tuple(c - w.start for c, w in zip(candidate.centre, window)), candidate.diameter_mm,
+                          candidate.response)
+        crops = dict(voxel_size_um=size, field=field[window], speckle=speckle, outside=outside[window],
+                     field_voxels=field_voxels)
+        fit = grow_node(log_us[window], smooth[window], local, edge_fraction=edge_fraction,
+                        box=None if limit is None else limit[window], **crops)
         if fit.mask.any() and not fit.texture_ratio < 0.5:
-            fit = outline_node(log_us, smooth, fit, voxel_size_um=size, field=field, speckle=speckle)
+            fit = outline_node(log_us[window], smooth[window], fit, **crops)
+        full = np.zeros(us.shape, bool)
+        full[window] = fit.mask
+        fit.mask, fit.candidate = full, candidate
         problem = check_node(fit, diameter_mm=diameter_mm)
         if not problem:
             break
