@@ -39,6 +39,15 @@ EXTINCTION = np.array([
     (970, 1155.0, 805.68),
 ])
 
+# Water absorption (cm⁻¹), Hale and Querry (1973), for the light's attenuation in tissue.
+WATER_ABSORPTION = np.array([(650, 0.0034), (700, 0.0060), (750, 0.0260), (800, 0.0196), (850, 0.0433),
+                             (900, 0.0680), (950, 0.3900), (970, 0.4500)])
+# Generic soft tissue (Jacques 2013, Phys Med Biol 58:R37): reduced scattering a'(λ/500 nm)^-b, with
+# blood and water fractions of well-perfused tissue.
+TISSUE_OPTICS = {"blood_fraction": 0.015, "so2": 0.75, "water_fraction": 0.65, "scatter_a_cm": 18.9,
+                 "scatter_b": 1.286}
+_BLOOD_HB_MOLAR = 150 / 64500  # haemoglobin in whole blood: 150 g/L at 64.5 kg/mol
+
 REGION_COLUMNS = ["region", "volume_mm3", "pa_mean", "so2_mean", "hbt_mean", "so2_median", "hbt_median",
                   "pa_integrated", "contrast", "fraction_above_background", "hypoxic_fraction"]
 
@@ -50,6 +59,9 @@ DEFAULTS = {
     "speckle_um": None,
     "edge_fraction": 0.5,
     "smooth_um": 100.0,
+    "fluence": "tissue",
+    "tissue_optics": {},
+    "pulse_energy": None,
 }
 
 _PA_NAME = re.compile(r"^PA[_ -]?(\d{3,4})(?:\s*nm)?$", re.IGNORECASE)
@@ -754,8 +766,44 @@ def unmix(pa: np.ndarray, wavelengths_nm) -> tuple[np.ndarray, np.ndarray]:
     return so2.reshape(pa.shape[1:]), hbt.reshape(pa.shape[1:])
 
 
-def quantify(stack: Stack, node: np.ndarray, *, shell_mm: float, hypoxic_so2: float, smooth_um: float):
-    """``regions.csv`` rows (``node``, ``shell``) and the sO2 / HbT maps (or ``None``)."""
+def effective_attenuation(wavelengths_nm, *, blood_fraction, so2, water_fraction, scatter_a_cm,
+                          scatter_b) -> np.ndarray:
+    """Effective attenuation μ_eff = √(3 μa (μa + μs')) (cm⁻¹) of light in tissue per wavelength
+    (diffusion approximation): absorption by blood of ``so2`` and by water, reduced scattering
+    ``scatter_a_cm`` (λ / 500 nm)^-``scatter_b``."""
+    eps = extinction(wavelengths_nm)
+    wavelengths_nm = np.asarray(wavelengths_nm, float)
+    mu_a = (blood_fraction * np.log(10) * _BLOOD_HB_MOLAR * (so2 * eps[:, 0] + (1 - so2) * eps[:, 1])
+            + water_fraction * np.interp(wavelengths_nm, WATER_ABSORPTION[:, 0], WATER_ABSORPTION[:, 1]))
+    mu_s = scatter_a_cm * (wavelengths_nm / 500) ** -scatter_b
+    return np.sqrt(3 * mu_a * (mu_a + mu_s))
+
+
+def depth_below_skin_mm(us: np.ndarray, *, voxel_size_um) -> np.ndarray:
+    """Depth (mm) of each voxel below the skin surface found in the B-mode (0 above it)."""
+    log_us, _ = to_log_domain(us)
+    floor = float(np.percentile(log_us, 1))
+    skin = skin_depth(log_us - floor)
+    rows = np.arange(us.shape[1])[None, :, None]
+    return np.clip(rows - skin[:, None, :], 0, None) * float(voxel_size_um[1]) / 1000
+
+
+def fluence(wavelengths_nm, depth_mm: np.ndarray, *, tissue_optics=None, pulse_energy=None) -> np.ndarray:
+    """Relative fluence ``(n_wavelengths, ...)`` at ``depth_mm`` below the skin: the pulse energy
+    per wavelength (1 where not given) times exp(-μ_eff depth) in tissue of ``tissue_optics``
+    (defaults :data:`TISSUE_OPTICS`)."""
+    optics = {**TISSUE_OPTICS, **(tissue_optics or {})}
+    mu = effective_attenuation(wavelengths_nm, **optics)
+    energy = np.array([float((pulse_energy or {}).get(w, (pulse_energy or {}).get(str(w), 1.0)))
+                       for w in wavelengths_nm])
+    return energy.reshape((-1,) + (1,) * depth_mm.ndim) * np.exp(-mu.reshape((-1,) + (1,) * depth_mm.ndim)
+                                                                  * depth_mm / 10)
+
+
+def quantify(stack: Stack, node: np.ndarray, *, shell_mm: float, hypoxic_so2: float, smooth_um: float,
+             light: np.ndarray | None = None):
+    """``regions.csv`` rows (``node``, ``shell``) and the sO2 / HbT maps (or ``None``); with
+    ``light`` (relative fluence per wavelength and voxel) the PA is divided by it before unmixing."""
     size = np.asarray(stack.voxel_size_um, float)
     voxel_mm3 = float(np.prod(size)) / 1e9
     wavelengths = stack.wavelengths
@@ -763,7 +811,7 @@ def quantify(stack: Stack, node: np.ndarray, *, shell_mm: float, hypoxic_so2: fl
     pa = np.stack([ndi.gaussian_filter(stack.pa(w), sigma) for w in wavelengths]) if wavelengths else None
     so2 = hbt = None
     if pa is not None and len(wavelengths) >= 2:
-        so2, hbt = unmix(pa, wavelengths)
+        so2, hbt = unmix(pa if light is None else pa / light, wavelengths)
     channel = {n.lower(): v for n, v in stack.channels.items()}
     if "so2" in channel:
         so2 = channel["so2"] / (100.0 if np.nanmax(channel["so2"]) > 1.5 else 1.0)  # percent or fraction
@@ -839,8 +887,12 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
         node, found = segment_node(us, voxel_size_um=stack.voxel_size_um, seed=point, box=box,
                                    diameter_mm=tuple(options["node_diameter_mm"]), speckle_um=options["speckle_um"],
                                    edge_fraction=options["edge_fraction"])
-        regions, so2, signal = quantify(stack, node, shell_mm=options["shell_mm"],
-                                        hypoxic_so2=options["hypoxic_so2"], smooth_um=options["smooth_um"])
+        light, fluence_notes = None, []
+        if len(stack.wavelengths) >= 2:
+            light, fluence_notes = _fluence_for(stack, us, node, options)
+        regions, so2, signal = quantify(stack, node, shell_mm=options["shell_mm"], hypoxic_so2=options["hypoxic_so2"],
+                                        smooth_um=options["smooth_um"], light=light)
+        found["warnings"].extend(fluence_notes)
     except Exception as exc:  # any failure is this sample's status; the run goes on
         return _write_failure(sample, qc.failure_reason(sample, exc), outputs)
     io.write_table(regions, outputs["regions"])
@@ -860,6 +912,35 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
                  outputs["qc"])
     io.write_json(metrics, outputs["metrics"])
     return metrics
+
+
+def _fluence_for(stack: Stack, us, node, options) -> tuple[np.ndarray | None, list[str]]:
+    """The fluence to divide the PA by (``None`` with ``fluence: none``) and warnings: where the
+    node lies so deep that plausible tissue (blood 0.5-3 %, scattering ±30 %) moves its sO2 by more
+    than 0.05, the value rests on the assumed optics."""
+    wavelengths = stack.wavelengths
+    if options["fluence"] == "none":
+        return None, ["sO2 is not corrected for the fluence's fall with depth (photoacoustic.fluence: none)"]
+    depth = depth_below_skin_mm(us, voxel_size_um=stack.voxel_size_um)
+    optics = {**TISSUE_OPTICS, **(options["tissue_optics"] or {})}
+    light = fluence(wavelengths, depth, tissue_optics=optics, pulse_energy=options["pulse_energy"])
+    # Node-mean PA per wavelength (smoothed as quantify does) under other plausible tissues.
+    sigma = np.maximum(options["smooth_um"] / np.asarray(stack.voxel_size_um, float), 0.5)
+    pa = np.stack([ndi.gaussian_filter(stack.pa(w), sigma)[node] for w in wavelengths])
+    values = []
+    for blood in (0.005, 0.015, 0.03):
+        for scatter in (0.7, 1.0, 1.3):
+            trial = {**optics, "blood_fraction": blood, "scatter_a_cm": optics["scatter_a_cm"] * scatter}
+            guess = fluence(wavelengths, depth[node], tissue_optics=trial, pulse_energy=options["pulse_energy"])
+            so2, _ = unmix(pa / guess, wavelengths)
+            values.append(np.nanmean(so2) if np.isfinite(so2).any() else np.nan)
+    spread = float(np.nanmax(values) - np.nanmin(values)) if np.isfinite(values).any() else 0.0
+    notes = []
+    if spread > 0.05:
+        notes.append(f"the node's sO2 depends on the tissue's optics at its depth ({float(np.median(depth[node])):.1f} "
+                     f"mm): {np.nanmin(values):.2f}-{np.nanmax(values):.2f} over plausible blood content and "
+                     "scattering; set photoacoustic.tissue_optics if they are known")
+    return light, notes
 
 
 def _write_failure(sample: str, reason: str, outputs: dict) -> dict:
