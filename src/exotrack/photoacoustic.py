@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ class Stack:
 
     channels: dict[str, np.ndarray]
     voxel_size_um: tuple[float, float, float]
+    notes: list = dataclass_field(default_factory=list)  # what reading assumed (warnings for the sample)
 
     @property
     def wavelengths(self) -> list[int]:
@@ -90,9 +92,10 @@ def read_stack(path, *, voxel_size_um=None) -> Stack:
     ImageJ names; a single unnamed channel is ``US``), or a DICOM ultrasound file. ``voxel_size_um``
     ``(z, y, x)`` fills in what the file does not state."""
     path = io.check_file(path)
+    notes = []
     if path.suffix.lower() in (".dcm", ".dicom") or _is_dicom(path):
-        us, size = read_dicom(path)
-        channels, file_size = {"US": us}, size
+        us, file_size, notes = read_dicom(path)
+        channels = {"US": us}
     else:
         image = io.read_image(path)
         if image.n_frames > 1:
@@ -103,8 +106,9 @@ def read_stack(path, *, voxel_size_um=None) -> Stack:
         file_size = image.pixel_size_um
     size = tuple(f if f else g for f, g in zip(file_size, voxel_size_um or (None, None, None)))
     if any(s is None for s in size):
-        raise io.InputError("the file does not state its voxel size; give pixel_size_um (z,y,x) in the sample "
-                            "sheet or photoacoustic.voxel_size_um in the config")
+        raise io.InputError("the file does not state its voxel size" + (f" ({'; '.join(notes)})" if notes else "")
+                            + "; give pixel_size_um (z,y,x) in the sample sheet or photoacoustic.voxel_size_um in "
+                            "the config")
     for name, values in channels.items():
         # Ready-made sO2/HbT maps may hold NaN where there was no signal; measured channels may not.
         # B-mode shows bright skin and capsules at the display's maximum, so only a mostly saturated
@@ -117,7 +121,7 @@ def read_stack(path, *, voxel_size_um=None) -> Stack:
     shapes = {n: v.shape for n, v in channels.items()}
     if len(set(shapes.values())) > 1:
         raise io.InputError("channels differ in shape: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
-    return Stack({n: v.astype(np.float32) for n, v in channels.items()}, tuple(float(s) for s in size))
+    return Stack({n: v.astype(np.float32) for n, v in channels.items()}, tuple(float(s) for s in size), notes)
 
 
 def _is_dicom(path: Path) -> bool:
@@ -126,11 +130,12 @@ def _is_dicom(path: Path) -> bool:
         return fh.read(4) == b"DICM"
 
 
-def read_dicom(path) -> tuple[np.ndarray, tuple]:
-    """B-mode ultrasound from DICOM: one frame or a multi-frame cine (frames are slices of a
-    sweep), greyscale or RGB (converted to grey). Returns ``(Z, Y, X)`` and the voxel size in µm
-    ``(z, y, x)`` from the ultrasound region calibration or the pixel spacing (``None`` where
-    the file does not say)."""
+def read_dicom(path) -> tuple[np.ndarray, tuple, list[str]]:
+    """B-mode ultrasound from DICOM: one frame, a multi-frame sweep (frames with a slice spacing)
+    or a cine (frames in time: its middle frame is analysed), greyscale (MONOCHROME1 inverted, so
+    that echoes are bright) or colour (to grey; a colour Doppler overlay is left out as black). Cropped to the ultrasound region when the file gives one. Returns ``(Z, Y,
+    X)``, the voxel size in µm ``(z, y, x)`` from the region calibration or the pixel spacing
+    (``None`` where the file does not say) and notes on what was assumed."""
     import pydicom
 
     try:
@@ -138,31 +143,52 @@ def read_dicom(path) -> tuple[np.ndarray, tuple]:
         pixels = ds.pixel_array.astype(np.float32)
     except Exception as exc:
         raise io.unreadable(path, "DICOM image with pixel data", exc) from exc
+    notes = []
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     rgb = getattr(ds, "SamplesPerPixel", 1) == 3
-    if rgb:
-        pixels = pixels[..., :3].mean(axis=-1)
     if frames == 1:
         pixels = pixels[None]
+    if rgb:
+        colour = pixels[..., :3].max(axis=-1) - pixels[..., :3].min(axis=-1)
+        pixels = pixels[..., :3].mean(axis=-1)
+        overlay = colour > 40
+        if overlay.mean() > 0.005:
+            # Colour pixels carry no B-mode: they are set to black, which the analysis leaves out.
+            pixels = np.where(overlay, 0, pixels)
+            notes.append(f"a colour (Doppler) overlay covers {100 * overlay.mean():.1f}% of the image: those "
+                         "pixels hold no B-mode and were left out")
+    elif str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        # MONOCHROME1: the minimum is white; B-mode echoes must be bright.
+        pixels = float(2 ** int(getattr(ds, "BitsStored", 8)) - 1) - pixels
+    spacing = next((float(ds.get(k)) for k in ("SpacingBetweenSlices", "SliceThickness")
+                    if k in ds and ds.get(k) not in (None, "")), None)
+    if frames > 1 and spacing is None and ("FrameTime" in ds or "FrameTimeVector" in ds or "CineRate" in ds):
+        pixels = pixels[[frames // 2]]
+        notes.append(f"a cine of {frames} frames in time: frame {frames // 2} was analysed as a 2-D frame")
+        frames = 1
     dy = dx = None
     regions = getattr(ds, "SequenceOfUltrasoundRegions", None)
     if regions:
         region = regions[0]
-        # Ultrasound regions give physical deltas in cm (units code 3).
-        if getattr(region, "PhysicalUnitsXDirection", 3) == 3:
-            dx = float(region.PhysicalDeltaX) * 1e4
-        if getattr(region, "PhysicalUnitsYDirection", 3) == 3:
-            dy = float(region.PhysicalDeltaY) * 1e4
+        bounds = [int(getattr(region, k, -1)) for k in ("RegionLocationMinY0", "RegionLocationMaxY1",
+                                                           "RegionLocationMinX0", "RegionLocationMaxX1")]
+        if 0 <= bounds[0] < bounds[1] < pixels.shape[1] and 0 <= bounds[2] < bounds[3] < pixels.shape[2]:
+            pixels = pixels[:, bounds[0]:bounds[1] + 1, bounds[2]:bounds[3] + 1]
+            # Ultrasound regions give physical deltas in cm (units code 3).
+            if getattr(region, "PhysicalUnitsXDirection", 3) == 3:
+                dx = float(region.PhysicalDeltaX) * 1e4
+            if getattr(region, "PhysicalUnitsYDirection", 3) == 3:
+                dy = float(region.PhysicalDeltaY) * 1e4
+        else:
+            notes.append(f"the ultrasound region (rows {bounds[0]}-{bounds[1]}, columns {bounds[2]}-{bounds[3]}) "
+                         f"lies outside the {pixels.shape[1]}x{pixels.shape[2]} image (a resized export?): its "
+                         "calibration was not used")
     elif "PixelSpacing" in ds:
         dy, dx = (float(v) * 1e3 for v in ds.PixelSpacing)
-    dz = None
-    for key in ("SpacingBetweenSlices", "SliceThickness"):
-        if key in ds and ds.get(key) not in (None, ""):
-            dz = float(ds.get(key)) * 1e3
-            break
+    dz = spacing * 1e3 if spacing is not None else None
     if frames == 1 and dz is None:
         dz = dx
-    return pixels, (dz, dy, dx)
+    return pixels, (dz, dy, dx), notes
 
 
 # --- segmentation ------------------------------------------------------------------------------
@@ -241,10 +267,12 @@ def skin_depth(us: np.ndarray) -> np.ndarray:
 def tissue_field(log_us: np.ndarray, *, voxel_size_um, skin_margin_mm: float = 0.0) -> np.ndarray:
     """Voxels of imaged tissue: below the skin (``skin_margin_mm`` further down), and not in the
     black outside a sector or the anechoic gel (no voxel within 0.5 mm a tenth of the way from the
-    image's floor to its median)."""
+    image's floor to the tissue's median level)."""
     size = np.asarray(voxel_size_um, float)
     floor = float(np.percentile(log_us, 1))
-    median = float(np.median(log_us))
+    # The tissue's level: the median of what is brighter than the floor's share (a sector image is
+    # mostly black, so the plain median would be the background's).
+    median = float(np.median(log_us[log_us > filters.threshold_otsu(log_us)])) if np.ptp(log_us) > 0 else floor
     width = (2 * np.round(500 / size).astype(int) + 1) * [n > 1 for n in log_us.shape]
     # Outside a sector, in the gel or a lumen every voxel within 0.5 mm lies at the floor.
     imaged = ndi.maximum_filter(log_us, np.maximum(width, 1)) > floor + 0.1 * (median - floor)
@@ -892,7 +920,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
             light, fluence_notes = _fluence_for(stack, us, node, options)
         regions, so2, signal = quantify(stack, node, shell_mm=options["shell_mm"], hypoxic_so2=options["hypoxic_so2"],
                                         smooth_um=options["smooth_um"], light=light)
-        found["warnings"].extend(fluence_notes)
+        found["warnings"] = stack.notes + found["warnings"] + fluence_notes
     except Exception as exc:  # any failure is this sample's status; the run goes on
         return _write_failure(sample, qc.failure_reason(sample, exc), outputs)
     io.write_table(regions, outputs["regions"])
