@@ -39,7 +39,8 @@ def evaluate(seed: int, folder: Path, *, energy=None, options=None, node=True) -
     if metrics["status"] == "ok":
         mask = tifffile.imread(outputs["mask"]).astype(bool).reshape(volume.node.shape)
         row.update(dice=2 * (mask & volume.node).sum() / max(mask.sum() + volume.node.sum(), 1),
-                   found_mm3=metrics["ln_volume_mm3"], found_so2=metrics["ln_so2_mean"])
+                   found_mm3=metrics["ln_volume_mm3"], found_so2=metrics["ln_so2_mean"],
+                   contrast_sd=metrics["node_contrast_sd"])
     return row
 
 

@@ -349,6 +349,7 @@ class NodeFit:
     problem: str = ""
     edge_support: float = np.nan  # share of the fitted outline where the B-mode brightens outward
     region_agreement: float = np.nan  # Dice of the outline with the region grown from the blob
+    blur_correction: float = 0.0  # volume the outline gained from undoing the smoothing's blur
 
 
 def grow_node(log_us, smooth, candidate: Candidate, *, voxel_size_um, field, speckle: Speckle, outside,
@@ -617,6 +618,7 @@ def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckl
         if best is None or strength > best[2]:
             best = (oval, support, strength)
     oval, support, _ = best
+    raw = oval
     oval = _unblur(oval, np.sqrt((np.maximum(np.asarray(speckle.length_voxels), 0.5) ** 2 + 0.25 + 1 / 6)
                                  * active) * size)
     mask = np.ascontiguousarray(oval.mask(smooth.shape, size, active))
@@ -626,6 +628,7 @@ def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckl
                     node_level=grown.node_level, surround=grown.surround_level, outside=outside,
                     field_voxels=field_voxels)
     fit.edge_support = support
+    fit.blur_correction = float(np.prod(oval.semi / raw.semi) - 1)
     if lumen > 0.1:
         fit.problem = (f"its oval takes in an anechoic structure ({100 * lumen:.0f}% of it): a cyst or vessel "
                        "beside a faint region")
@@ -633,9 +636,13 @@ def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckl
     return fit
 
 
-def check_node(fit: NodeFit, *, diameter_mm, min_contrast_sd: float = 3.0, max_field_fraction: float = 0.25,
+def check_node(fit: NodeFit, *, diameter_mm, min_contrast_sd: float = 5.5, max_field_fraction: float = 0.25,
                min_ellipse_dice: float = 0.75, max_elongation: float = 3.0) -> str:
-    """Why ``fit`` is not a lymph node (empty if it may be one)."""
+    """Why ``fit`` is not a lymph node (empty if it may be one).
+
+    ``min_contrast_sd``: the darkest node-sized regions of speckle alone (volumes without a node
+    from ``demo_photoacoustic.simulate_family``) reach 4.9 such SDs; the nodes found right, 5.1 and
+    more."""
     if fit.problem:
         return fit.problem
     if fit.texture_ratio < 0.5:
@@ -740,11 +747,15 @@ def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter
                 node_diameter_mm=fit.diameter_mm, node_ellipse_dice=fit.ellipse_dice,
                 node_elongation=fit.elongation, node_texture_ratio=fit.texture_ratio,
                 node_edge_support=fit.edge_support, node_region_agreement=fit.region_agreement,
+                node_blur_correction=fit.blur_correction,
                 refused_candidates=len(refused))
     if fit.cut_by_sweep:
         info["warnings"].append("the node reaches the first or last frame of the sweep: its volume is a lower "
                                 "bound")
-    if fit.contrast_sd < 5:
+    if fit.blur_correction > 0.3:
+        info["warnings"].append(f"the node spans few speckle cells or voxels: undoing the blur added "
+                                f"{100 * fit.blur_correction:.0f}% to its volume, which is uncertain by about as much")
+    if fit.contrast_sd < 8:
         info["warnings"].append(f"the node is faint ({fit.contrast_sd:.1f} speckle SDs darker than its "
                                 "surroundings): check its outline on the QC image")
     return fit.mask, info
