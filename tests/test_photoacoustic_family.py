@@ -53,7 +53,7 @@ def test_randomised_volumes_through_the_workflow(tmp_path):
         assert dice >= 0.5 or warnings, (sample, dice)
         if not warnings:
             assert dice >= 0.85, (sample, dice)
-            assert ratio == pytest.approx(1, abs=0.15), (sample, ratio)
+            assert ratio == pytest.approx(1, abs=0.2), (sample, ratio)
             assert abs(so2_error) <= 0.05, (sample, so2_error)
     quiet = [m for m in measured if not m[4]]
     assert len(measured) >= 10 and len(quiet) >= 6, measured

@@ -172,8 +172,10 @@ def read_dicom(path) -> tuple[np.ndarray, tuple, list[str]]:
         region = regions[0]
         bounds = [int(getattr(region, k, -1)) for k in ("RegionLocationMinY0", "RegionLocationMaxY1",
                                                            "RegionLocationMinX0", "RegionLocationMaxX1")]
-        if 0 <= bounds[0] < bounds[1] < pixels.shape[1] and 0 <= bounds[2] < bounds[3] < pixels.shape[2]:
-            pixels = pixels[:, bounds[0]:bounds[1] + 1, bounds[2]:bounds[3] + 1]
+        unbounded = all(b < 0 for b in bounds)  # a region without a location covers the image
+        if unbounded or (0 <= bounds[0] < bounds[1] < pixels.shape[1] and 0 <= bounds[2] < bounds[3] < pixels.shape[2]):
+            if not unbounded:
+                pixels = pixels[:, bounds[0]:bounds[1] + 1, bounds[2]:bounds[3] + 1]
             # Ultrasound regions give physical deltas in cm (units code 3).
             if getattr(region, "PhysicalUnitsXDirection", 3) == 3:
                 dx = float(region.PhysicalDeltaX) * 1e4
@@ -621,7 +623,7 @@ def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckl
     raw = oval
     oval = _unblur(oval, np.sqrt((np.maximum(np.asarray(speckle.length_voxels), 0.5) ** 2 + 0.25 + 1 / 6)
                                  * active) * size)
-    mask = np.ascontiguousarray(oval.mask(smooth.shape, size, active))
+    mask = oval.mask(smooth.shape, size, active) | (region & oval.mask(smooth.shape, size, active, 1.15))
     lumen = float((mask & ~field).sum() / max(mask.sum(), 1))
     mask &= field
     fit = _describe(mask, log_us, smooth, grown.candidate, size=size, active=active, field=field, speckle=speckle,
