@@ -69,7 +69,9 @@ def test_dicom_ultrasound_geometry_and_segmentation(tmp_path):
 
     volume = simulate_volume(seed=24)
     us = volume.image[0]
-    grey = np.clip(us / us.max() * 255, 0, 255).astype(np.uint8)
+    # As a scanner stores B-mode: log-compressed to 8 bit (here over 60 dB).
+    db = 20 * np.log10(np.maximum(us / np.median(us), 1e-6))
+    grey = np.clip((db + 45) / 60 * 255, 0, 255).astype(np.uint8)
     for name, pixels, rgb in (("cine.dcm", grey, False), ("frame_rgb.dcm", np.repeat(grey[14][..., None], 3, -1), True)):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # ultrasound multi-frame
