@@ -935,7 +935,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
                                         smooth_um=options["smooth_um"], light=light)
         found["warnings"] = stack.notes + found["warnings"] + fluence_notes
     except Exception as exc:  # any failure is this sample's status; the run goes on
-        return _write_failure(sample, qc.failure_reason(sample, exc), outputs)
+        return _write_failure(sample, qc.failure_reason(sample, exc), outputs, path=path)
     io.write_table(regions, outputs["regions"])
     io.write_tiff(node.astype(np.uint8), outputs["mask"], axes="ZYX", pixel_size_um=stack.voxel_size_um)
     row = regions.set_index("region").loc["node"]
@@ -945,7 +945,7 @@ def process_sample(*, sample: str, path, options: dict, outputs: dict, pixel_siz
                "ln_so2_mean": row["so2_mean"], "ln_hbt_mean": row["hbt_mean"], "ln_so2_median": row["so2_median"],
                "ln_contrast": row["contrast"], "ln_hypoxic_fraction": row["hypoxic_fraction"],
                "wavelengths_nm": stack.wavelengths, "voxel_size_um": list(stack.voxel_size_um),
-               "shape_zyx": list(us.shape), **found}
+               "shape_zyx": list(us.shape), "seed": str(seed or ""), **found}
     metrics = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in metrics.items()}
     title = (f"{sample}: node {row['volume_mm3']:.2f} mm³, PA {row['pa_mean']:.3g}, "
              f"sO2 {row['so2_mean']:.2f}, HbT {row['hbt_mean']:.3g}").replace("nan", "-")
@@ -984,5 +984,9 @@ def _fluence_for(stack: Stack, us, node, options) -> tuple[np.ndarray | None, li
     return light, notes
 
 
-def _write_failure(sample: str, reason: str, outputs: dict) -> dict:
-    return qc.write_failure(sample, reason, outputs, tables={"regions": REGION_COLUMNS}, images=("mask",))
+def _write_failure(sample: str, reason: str, outputs: dict, *, path=None) -> dict:
+    metrics = qc.write_failure(sample, reason, outputs, tables={"regions": REGION_COLUMNS}, images=("mask",))
+    if path is not None:  # so that the sample browser can show the B-mode to click a seed on
+        metrics["path"] = str(path)
+        io.write_json(metrics, outputs["metrics"])
+    return metrics
