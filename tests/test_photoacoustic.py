@@ -283,3 +283,28 @@ def test_seeds_and_boxes_are_parsed():
     assert pa.parse_seed("") == (None, None)
     with pytest.raises(pa.io.InputError, match="three voxel indices z,y,x or a box"):
         pa.parse_seed("1,2")
+
+
+@pytest.mark.parametrize("radii_mm", [(1.0, 1.6, 1.1), (0.6, 0.9, 0.7)], ids=["7.4mm3", "1.6mm3"])
+def test_the_reported_volume_is_found(tmp_path, radii_mm):
+    # The reproduction, drawn here with its own few lines of physics: 32 x 192 x 192 voxels
+    # of 100 x 40 x 40 µm, Rayleigh speckle log-compressed to 8 bit, a bright skin line in the top 8
+    # rows and no gel, a hypoechoic ellipsoid at mid-depth (it used to come out 146 mm³, status ok).
+    rng = np.random.default_rng(7)
+    shape, size = (32, 192, 192), (100.0, 40.0, 40.0)
+    z, y, x = (np.indices(shape).T * np.array(size) / 1000).T
+    centre = np.array(shape) * np.array(size) / 2000
+    node = (((z - centre[0]) / radii_mm[0]) ** 2 + ((y - centre[1]) / radii_mm[1]) ** 2
+            + ((x - centre[2]) / radii_mm[2]) ** 2) < 1
+    echo = np.where(node, 0.25, 1.0)
+    echo[:, :8] = 4.0
+    speckle = np.abs(rng.normal(size=shape) + 1j * rng.normal(size=shape))
+    db = 20 * np.log10(speckle * echo + 1e-3)
+    us = np.clip((db + 40) / 50 * 255, 0, 255).astype(np.uint8)
+    write_ome_tiff(tmp_path / "v.ome.tif", us[None], axes="CZYX", channel_names=["US"], pixel_size_um=size)
+    metrics, outputs = _run(tmp_path / "v.ome.tif", tmp_path)
+    assert metrics["status"] == "ok"
+    mask = tifffile.imread(outputs["mask"]).astype(bool)
+    truth_mm3 = node.sum() * np.prod(size) / 1e9
+    assert 2 * (mask & node).sum() / (mask.sum() + node.sum()) >= 0.85
+    assert metrics["ln_volume_mm3"] == pytest.approx(truth_mm3, rel=0.15)

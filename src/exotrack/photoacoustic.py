@@ -1,14 +1,16 @@
 """Ultrasound-guided photoacoustics: the lymph node segmented in B-mode, its PA signal and
 oxygenation quantified.
 
-A lymph node is a hypoechoic oval below the skin. The B-mode volume is despeckled, the node seeded
-at the darkest blob of node size below the skin line (or at a seed the sheet gives), and grown
-into the connected dark region around it at a threshold midway between the node's level and its
-surroundings', in 3-D so that neighbouring slices agree; holes are filled slice by slice and the
-outline smoothed. Inside the node and in a shell around it: PA mean and integrated signal,
+A lymph node is a hypoechoic oval below the skin. The B-mode is taken to the log domain and its
+speckle measured; dark blobs of node size are found in scale space, a region grown from each and
+an oval fitted to its edge (:func:`segment_node`); each candidate is checked (anechoic, leaking,
+too large a share of the field, outside the size range, no darker than speckle alone, not
+compact) and the first that passes is the node, else the sample is an error that says how to
+help (a seed or a box). Inside the node and in a shell around it: PA mean and integrated signal,
 node-to-shell contrast, the fraction of the node above the shell; with two or more wavelengths,
-linear least-squares unmixing against the molar absorption of HbO2 and Hb gives sO2 and HbT per
-voxel (values outside [0, 1] are NaN, not clipped).
+PA divided by the light's fluence per wavelength and depth, then linear least-squares unmixing
+against the molar absorption of HbO2 and Hb gives sO2 and HbT per voxel (values outside [0, 1]
+are NaN, not clipped).
 """
 
 from __future__ import annotations
@@ -199,12 +201,11 @@ def read_dicom(path) -> tuple[np.ndarray, tuple, list[str]]:
 class Speckle:
     """What the B-mode's speckle looks like, measured: ``log_scale`` (whether the data were taken
     to the log domain here, i.e. given as a linear envelope), the correlation length per axis
-    (voxels), the speckle SD in the log domain, and the SD left after smoothing over it."""
+    (voxels) and the speckle SD in the log domain."""
 
     log_scale: bool
     length_voxels: tuple
     sd: float
-    smoothed_sd: float
 
 
 def to_log_domain(us: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -225,7 +226,7 @@ def to_log_domain(us: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def measure_speckle(log_us: np.ndarray, tissue: np.ndarray, *, log_scale: bool) -> Speckle:
     """Speckle correlation length (where the autocorrelation of the fine texture falls to one
-    half) per axis, and its SD before and after smoothing over that length, in ``tissue``."""
+    half) per axis, and its SD, in ``tissue``."""
     texture = log_us - ndi.gaussian_filter(log_us, [4.0 if n > 8 else 0 for n in log_us.shape])
     values = texture[tissue]
     variance = float(values.var()) if values.size else 0.0
@@ -246,14 +247,8 @@ def measure_speckle(log_us: np.ndarray, tissue: np.ndarray, *, log_scale: bool) 
                 break
             previous = rho
         lengths.append(length)
-    smoothed = ndi.gaussian_filter(log_us, np.maximum(lengths, 0.5) * [n > 1 for n in log_us.shape])
-    fine = smoothed - ndi.gaussian_filter(smoothed, [4 * max(l, 1) if n > 8 else 0
-                                                      for l, n in zip(lengths, log_us.shape)])
     sd = 1.4826 * float(np.median(np.abs(values - np.median(values)))) if values.size else 0.0
-    smoothed_values = fine[tissue]
-    smoothed_sd = (1.4826 * float(np.median(np.abs(smoothed_values - np.median(smoothed_values))))
-                   if smoothed_values.size else 0.0)
-    return Speckle(log_scale, tuple(float(v) for v in lengths), sd, smoothed_sd)
+    return Speckle(log_scale, tuple(float(v) for v in lengths), sd)
 
 
 def skin_depth(us: np.ndarray) -> np.ndarray:
