@@ -2,7 +2,7 @@
 
 ``simulate_volume`` (the demo): an anechoic coupling gel, a bright skin line, tissue with fully
 developed speckle (Rayleigh envelope of a blurred complex Gaussian field) and a hypoechoic oval node
-with a brighter capsule. PA at each wavelength: fluence falling with depth times the absorption of
+with a brighter capsule. PA at each wavelength: fluence falling with depth (per wavelength) times the absorption of
 HbO2 and Hb (known sO2 and HbT per voxel; the node with or without a hypoxic metastatic region;
 vessels around it), melanin in the skin, blur and noise.
 
@@ -97,10 +97,14 @@ def simulate_volume(*, shape=(28, 160, 200), voxel_size_um=VOXEL_UM, radii_mm=(1
         vessel = ((y_mm - centre[1] - 0.3) ** 2 + (x_mm - centre[2] - offset * radii_mm[2]) ** 2) < 0.15 ** 2
         hbt = np.where(vessel, 3.0, hbt)
         so2 = np.where(vessel, 0.95 if offset < 0 else 0.65, so2)
-    fluence = np.exp(-0.3 * np.clip(y_mm - skin_top, 0, None))
+    # Light falls with depth below the skin, faster where tissue attenuates more (per wavelength).
+    mu_eff = _tissue_mu_eff(wavelengths, blood_fraction=0.01, so2=0.8, water_fraction=0.7, scatter_a_cm=14.0,
+                            scatter_b=1.1)
+    depth_mm = np.clip(y_mm - skin_top, 0, None)
     channels = [us.astype(np.float32)]
     spectra = haemoglobin_extinction(wavelengths) / 1000
-    for (e_hbo2, e_hb), nm in zip(spectra, wavelengths):
+    for (e_hbo2, e_hb), nm, mu in zip(spectra, wavelengths, mu_eff):
+        fluence = np.exp(-mu * depth_mm / 10)
         absorption = hbt * (so2 * e_hbo2 + (1 - so2) * e_hb)
         melanin = np.where(skin, 2.0 * (750 / nm) ** 3.5, 0.0)
         pa = ndi.gaussian_filter(fluence * absorption + melanin, (0.7, 1.0, 1.0))

@@ -371,7 +371,7 @@ def grow_node(log_us, smooth, candidate: Candidate, *, voxel_size_um, field, spe
         surround = float(np.median(smooth[ring])) if ring.any() else node_level
         threshold = node_level + edge_fraction * (surround - node_level)
         dark = (smooth < threshold) & limit & field
-        labels = measure.label(dark)
+        labels = measure.label(dark, connectivity=1)  # face-connected: speckle dips percolate less
         hits = labels[core & dark]
         if not hits.size:
             region = np.zeros(smooth.shape, bool)
@@ -618,7 +618,7 @@ def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckl
     raw = oval
     oval = _unblur(oval, np.sqrt((np.maximum(np.asarray(speckle.length_voxels), 0.5) ** 2 + 0.25 + 1 / 6)
                                  * active) * size)
-    mask = oval.mask(smooth.shape, size, active) | (region & oval.mask(smooth.shape, size, active, 1.15))
+    mask = oval.mask(smooth.shape, size, active) | (region & oval.mask(smooth.shape, size, active, 1.07))
     lumen = float((mask & ~field).sum() / max(mask.sum(), 1))
     mask &= field
     fit = _describe(mask, log_us, smooth, grown.candidate, size=size, active=active, field=field, speckle=speckle,
@@ -700,9 +700,11 @@ def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter
         allowed = allowed & limit
     if seed is not None or box is not None:
         point = tuple(seed) if seed is not None else tuple((lo + hi) // 2 for lo, hi in box)
-        blobs = dark_blobs(smooth, voxel_size_um=size, diameter_mm=diameter_mm, max_blobs=1,
-                           allowed=_near(point, us.shape))
-        candidates = [Candidate(point, blobs[0].diameter_mm if blobs else diameter_mm[0], np.nan)]
+        # The blobs around the seed (a click may land anywhere in the node), then the seed itself.
+        grid = np.ogrid[tuple(slice(0, n) for n in us.shape)]
+        near = sum(((g - c) * s / 1000) ** 2 for g, c, s in zip(grid, point, size)) <= (diameter_mm[1] / 4) ** 2
+        candidates = dark_blobs(smooth, voxel_size_um=size, diameter_mm=diameter_mm, max_blobs=3,
+                                allowed=allowed & near) + [Candidate(point, diameter_mm[0], np.nan)]
     else:
         candidates = dark_blobs(smooth, voxel_size_um=size, diameter_mm=diameter_mm, allowed=allowed)
     info = {"speckle_length_um": [round(float(l * s), 1) for l, s in zip(speckle.length_voxels, size)],
@@ -726,6 +728,8 @@ def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter
         full[window] = fit.mask
         fit.mask, fit.candidate = full, candidate
         problem = check_node(fit, diameter_mm=diameter_mm)
+        if not problem and seed is not None and not fit.mask[tuple(seed)]:
+            problem = "it does not contain the seed"
         if not problem:
             break
         refused.append((candidate, problem))
@@ -756,12 +760,6 @@ def segment_node(us: np.ndarray, *, voxel_size_um, seed=None, box=None, diameter
         info["warnings"].append(f"the node is faint ({fit.contrast_sd:.1f} speckle SDs darker than its "
                                 "surroundings): check its outline on the QC image")
     return fit.mask, info
-
-
-def _near(point, shape) -> np.ndarray:
-    near = np.zeros(shape, bool)
-    near[tuple(slice(max(0, p - 2), p + 3) for p in point)] = True
-    return near
 
 
 def _ellipsoid(radius) -> np.ndarray:
