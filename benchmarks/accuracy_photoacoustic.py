@@ -40,7 +40,7 @@ def evaluate(seed: int, folder: Path, *, energy=None, options=None, node=True) -
         mask = tifffile.imread(outputs["mask"]).astype(bool).reshape(volume.node.shape)
         row.update(dice=2 * (mask & volume.node).sum() / max(mask.sum() + volume.node.sum(), 1),
                    found_mm3=metrics["ln_volume_mm3"], found_so2=metrics["ln_so2_mean"],
-                   contrast_sd=metrics["node_contrast_sd"])
+                   contrast_sd=metrics.get("node_contrast_sd", float("nan")))
     return row
 
 

@@ -658,6 +658,9 @@ def check_node(fit: NodeFit, *, diameter_mm, min_contrast_sd: float = 5.5, max_f
     if fit.contrast_sd < min_contrast_sd:
         return (f"it is only {fit.contrast_sd:.1f} speckle SDs darker than the tissue around it (speckle alone "
                 f"gives up to {min_contrast_sd:g})")
+    if fit.contrast_sd < 8 and fit.blur_correction > 0.3:
+        return (f"it is faint ({fit.contrast_sd:.1f} speckle SDs) and spans so few speckle cells that speckle "
+                "alone can make such a region")
     if fit.ellipse_dice < min_ellipse_dice or fit.elongation > max_elongation:
         return (f"it is not compact (overlap with its ellipse {fit.ellipse_dice:.2f}, elongation "
                 f"{fit.elongation:.1f}): it leaks along a vessel or between structures")
