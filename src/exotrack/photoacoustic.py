@@ -618,7 +618,7 @@ def outline_node(log_us, smooth, grown: NodeFit, *, voxel_size_um, field, speckl
     raw = oval
     oval = _unblur(oval, np.sqrt((np.maximum(np.asarray(speckle.length_voxels), 0.5) ** 2 + 0.25 + 1 / 6)
                                  * active) * size)
-    mask = oval.mask(smooth.shape, size, active) | (region & oval.mask(smooth.shape, size, active, 1.07))
+    mask = oval.mask(smooth.shape, size, active) | (region & oval.mask(smooth.shape, size, active, 1.15))
     lumen = float((mask & ~field).sum() / max(mask.sum(), 1))
     mask &= field
     fit = _describe(mask, log_us, smooth, grown.candidate, size=size, active=active, field=field, speckle=speckle,
