@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 
 pytest.importorskip("napari", reason="napari is installed with the test extra")
 if not (os.environ.get("DISPLAY") or shutil.which("Xvfb")):
@@ -133,3 +134,37 @@ def test_decision_in_the_browser_goes_through_the_workflow(make_napari_viewer, d
         assert cli_browser.sample.value == "m4_CD206" and "cells" in [layer.name for layer in cli_viewer.layers]
     finally:
         cli_viewer.close()
+
+
+def test_seed_clicked_on_a_photoacoustic_sample_reruns_only_that_sample(make_napari_viewer, demo_run, tmp_path):
+    import json
+
+    from exotrack.napari_plugin import SampleBrowser
+
+    work = tmp_path / "run"
+    shutil.copytree(demo_run, work, symlinks=True)
+    viewer = make_napari_viewer(show=True)
+    browser = SampleBrowser(viewer, results=work / "results")
+    browser.sample.value = "m4_pa"
+    seeds = viewer.layers["node seed"]
+    assert seeds.mode == "add" and len(seeds.data) == 0
+    node = np.load(work / "demo" / "truth" / "m4_pa" / "node.npy")
+    inside = np.argwhere(node)
+    point = inside[len(inside) // 3]  # a voxel of the node away from its centre
+    # What napari's add mode does on a click at that voxel of the B-mode.
+    seeds.add(point.astype(float))
+    _shot(viewer)
+    table = pd.read_csv(work / "results" / "qc" / "seeds.csv", dtype=str)
+    assert table[["sample", "seed"]].values.tolist() == [["m4_pa", ",".join(map(str, point))]]
+    assert "recorded" in browser.message.value
+
+    jobs = planned_jobs(work)
+    jobs.pop("record_provenance", None)  # study level, like summarise_study
+    assert jobs == {"analyse_photoacoustic": 1, "summarise_study": 1, "all": 1}
+    run_snakemake(work)
+    metrics = json.loads((work / "results" / "photoacoustic" / "m4_pa" / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["seed"] == ",".join(map(str, point))
+    mask = tifffile.imread(work / "results" / "photoacoustic" / "m4_pa" / "node.tif").astype(bool)
+    assert mask[tuple(point)]
+    assert 2 * (mask & node).sum() / (mask.sum() + node.sum()) >= 0.85
+    assert set(planned_jobs(work)) == set()  # nothing left to do

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton, RadioButtons
 
-from .viewer import read_decisions, read_result, record_decision, result_folder
+from .viewer import read_decisions, read_result, record_decision, record_seed, result_folder
 
 
 def get_reader(path):
@@ -40,7 +40,10 @@ def demo_uptake():
 class SampleBrowser(Container):
     """Browse ``results/tables/samples.csv``: filter by group and status, step through samples
     (each opens with its layers), read its headline metrics, and record a QC decision (pass or
-    fail, with a comment) in ``results/qc/decisions.csv``, which the workflow honours."""
+    fail, with a comment) in ``results/qc/decisions.csv``, which the workflow honours. On a
+    photoacoustic sample a click on the B-mode (the ``node seed`` layer is in add mode) records a
+    seed inside the lymph node in ``results/qc/seeds.csv``; rerunning the workflow redoes that
+    sample from it."""
 
     def __init__(self, napari_viewer=None, results: str | Path = "results"):
         self.viewer = napari_viewer
@@ -70,6 +73,10 @@ class SampleBrowser(Container):
     @property
     def decisions_path(self) -> Path:
         return self.results / "qc" / "decisions.csv"
+
+    @property
+    def seeds_path(self) -> Path:
+        return self.results / "qc" / "seeds.csv"
 
     def load(self, results) -> None:
         """Open a results folder (the one holding ``tables/samples.csv``)."""
@@ -114,7 +121,10 @@ class SampleBrowser(Container):
             self.viewer.layers.clear()
             try:
                 for data, kwargs, kind in read_result(folder):
-                    getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+                    layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+                    if kwargs.get("name") == "node seed":
+                        layer.mode = "add"
+                        layer.events.data.connect(lambda event, layer=layer: self._seed_clicked(layer, event))
                 self.message.value = ""
             except (ValueError, OSError) as exc:
                 self.message.value = str(exc)
@@ -133,6 +143,15 @@ class SampleBrowser(Container):
             lines.append(f"QC: {previous['decision'].iloc[0]} {previous['comment'].iloc[0]}".rstrip())
         self.info.value = "\n".join(lines)
         return row
+
+    def _seed_clicked(self, layer, event) -> None:
+        """A point added to the ``node seed`` layer: the last one is the sample's seed."""
+        if getattr(event, "action", "added") != "added" or not len(layer.data) or self.sample.value is None:
+            return
+        point = tuple(int(round(v)) for v in layer.data[-1])
+        record_seed(self.seeds_path, self.sample.value, point)
+        self.message.value = (f"{self.sample.value}: seed z,y,x {','.join(map(str, point))} recorded in "
+                              f"{self.seeds_path}; rerun snakemake to find the node from it")
 
     def record(self, *_):
         if self.sample.value is None:

@@ -16,6 +16,7 @@ import tifffile
 from . import io
 
 DECISION_COLUMNS = ["sample", "decision", "comment", "decided_at"]
+SEED_COLUMNS = ["sample", "seed", "recorded_at"]
 _ROLE_COLOURS = {"nuclei": "blue", "exosomes": "magenta", "cells": "gray"}
 _CLASS_COLOURS = ["cyan", "yellow", "orange", "red"]
 MODALITIES = ("fluorescence", "bli", "photoacoustic", "histology")
@@ -39,7 +40,9 @@ def read_result(path) -> list[tuple]:
     metrics = json.loads((path / "metrics.json").read_text())
     # Raw paths are recorded relative to the run's working directory, which holds results/.
     metrics["path"] = str(path.parents[2] / metrics["path"]) if "path" in metrics else None
-    if not str(metrics.get("status", "")).startswith(("ok", "saturated")):
+    failed = not str(metrics.get("status", "")).startswith(("ok", "saturated"))
+    # A photoacoustic sample whose node was not found still shows its B-mode, to click a seed on.
+    if failed and not (modality == "photoacoustic" and metrics.get("path")):
         raise ValueError(f"sample {sample} has no result to show: {metrics.get('status')}")
     return {"fluorescence": _fluorescence, "bli": _bli, "photoacoustic": _photoacoustic,
             "histology": _histology}[modality](path, metrics)
@@ -111,8 +114,13 @@ def _bli(path: Path, metrics: dict) -> list[tuple]:
 def _photoacoustic(path: Path, metrics: dict) -> list[tuple]:
     from .photoacoustic import read_stack
 
-    stack = read_stack(metrics["path"], voxel_size_um=tuple(metrics["voxel_size_um"]))
-    scale = tuple(metrics["voxel_size_um"])
+    from .io import InputError
+
+    try:
+        stack = read_stack(metrics["path"], voxel_size_um=tuple(metrics.get("voxel_size_um") or (1.0, 1.0, 1.0)))
+    except InputError as exc:
+        raise ValueError(f"cannot show {metrics['path']}: {exc}") from None
+    scale = tuple(stack.voxel_size_um)
     first_pa = next((n for n in stack.channels if n.lower() != "us"), None)
     layers = []
     for name, data in stack.channels.items():
@@ -120,8 +128,13 @@ def _photoacoustic(path: Path, metrics: dict) -> list[tuple]:
         layers.append((data, {"name": name, "scale": scale, "colormap": "gray" if ultrasound else "inferno",
                               "blending": "translucent" if ultrasound else "additive",
                               "visible": ultrasound or name == first_pa}, "image"))
-    layers.append((tifffile.imread(path / "node.tif").astype(np.int32), {"name": "lymph node", "scale": scale,
-                                                                          "opacity": 0.4}, "labels"))
+    node = tifffile.imread(path / "node.tif").astype(np.int32)
+    if node.size:  # a failed sample has none
+        layers.append((node.reshape(next(iter(stack.channels.values())).shape),
+                       {"name": "lymph node", "scale": scale, "opacity": 0.4}, "labels"))
+    # Clicked seeds land here (the sample browser records them in results/qc/seeds.csv).
+    layers.append((np.zeros((0, 3)), {"name": "node seed", "scale": scale, "ndim": 3, "size": 8,
+                                      "face_color": "cyan", "border_color": "white"}, "points"))
     return layers
 
 
@@ -181,6 +194,45 @@ def record_decision(path, sample: str, decision: str, comment: str = "") -> pd.D
     table = table[table["sample"] != sample]
     row = {"sample": sample, "decision": decision, "comment": comment.strip(),
            "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+    io.write_table(table, path)
+    return table
+
+
+# --- lymph-node seeds ---------------------------------------------------------------------------
+
+def read_seeds(path) -> pd.DataFrame:
+    """``results/qc/seeds.csv`` (``sample, seed, recorded_at``: a voxel ``z,y,x`` inside the
+    lymph node, or a box ``z0-z1,y0-y1,x0-x1``), empty if absent. The workflow gives a sample's
+    seed here precedence over the sheet's."""
+    from .photoacoustic import parse_seed
+
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=SEED_COLUMNS)
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = set(SEED_COLUMNS[:2]) - set(table.columns)
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {', '.join(sorted(missing))}")
+    table["sample"] = table["sample"].str.strip()
+    for row in table.itertuples():
+        try:
+            parse_seed(row.seed)
+        except ValueError as exc:
+            raise ValueError(f"{path}, sample {row.sample}: {exc}") from None
+    return table.reindex(columns=SEED_COLUMNS, fill_value="")
+
+
+def record_seed(path, sample: str, seed) -> pd.DataFrame:
+    """Record (or replace) one sample's lymph-node seed, a voxel ``(z, y, x)`` or a box
+    ``((z0, z1), (y0, y1), (x0, x1))``, atomically; returns the table."""
+    if all(np.ndim(v) == 0 for v in seed):
+        text = ",".join(str(int(round(float(v)))) for v in seed)
+    else:
+        text = ",".join(f"{int(round(float(lo)))}-{int(round(float(hi)))}" for lo, hi in seed)
+    table = read_seeds(path)
+    table = table[table["sample"] != sample]
+    row = {"sample": sample, "seed": text, "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
     io.write_table(table, path)
     return table
