@@ -115,9 +115,9 @@ def test_flat_padding_is_not_detected():
     rng = np.random.default_rng(6)
     image = _camera(rng, np.full((256, 256), 300.0))
     image[150:, 180:] = 0  # a blacked-out corner, as in ImageJ's HeLa sample
-    from exotrack.fluorescence import _padding
+    from exotrack.fluorescence import padding
 
-    found = detect_puncta(image, pixel_size_um=PIXEL, exclude=_padding(image))
+    found = detect_puncta(image, pixel_size_um=PIXEL, exclude=padding(image))
     assert len(found) <= 1
 
 
