@@ -179,6 +179,41 @@ def calibrate_nuclei(nuclei: np.ndarray, *, spatial, options: dict) -> tuple[flo
     return diameter, {"nucleus_diameter_um": diameter}, warnings
 
 
+# More than this fraction of cells cut by the field's border is flagged.
+MAX_BORDER_FRACTION = 0.2
+
+
+def border_warnings(cells: np.ndarray) -> list[str]:
+    """A warning when over ``MAX_BORDER_FRACTION`` of the cells (labels ``(T, [Z,] Y, X)``, all
+    frames) touch the field's lateral border: their areas and counts are of cut cells."""
+    total = cut = 0
+    for frame in cells:
+        rim = np.concatenate([frame[..., 0, :].ravel(), frame[..., -1, :].ravel(),
+                              frame[..., :, 0].ravel(), frame[..., :, -1].ravel()])
+        total += np.unique(frame[frame > 0]).size
+        cut += np.unique(rim[rim > 0]).size
+    if total == 0 or cut <= MAX_BORDER_FRACTION * total:
+        return []
+    return [f"{100 * cut / total:.0f}% of cells are cut by the image border: their areas, intensities and "
+            "puncta counts are partial"]
+
+
+def saturation_warnings(exosomes: np.ndarray, puncta: pd.DataFrame) -> list[str]:
+    """A warning when puncta peak at the camera's ceiling (an integer type's maximum, or a 10-,
+    12- or 14-bit camera's held in 16 bits): their intensities are underestimated."""
+    top = float(exosomes.max())
+    ceilings = [2.0 ** bits - 1 for bits in (8, 10, 12, 14, 16)]
+    if top not in ceilings or puncta.empty:
+        return []
+    frames = puncta["frame"].to_numpy(int)
+    index = [np.clip(np.round(puncta[c].to_numpy()).astype(int), 0, n - 1)
+             for c, n in zip(("z", "y", "x"), exosomes.shape[1:])]
+    saturated = int((exosomes[(frames, *index)] >= top).sum())
+    if saturated == 0:
+        return []
+    return [f"{saturated} puncta peak at the camera's maximum ({top:g}): their intensities are underestimated"]
+
+
 def calibrate_spots(exosomes: np.ndarray, *, spatial, options: dict) -> tuple[float, dict, list[str]]:
     """The spot diameter to detect with, what was measured, and warnings.
 
@@ -356,6 +391,10 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     if movie:
         metrics.update(timelapse_metrics(track_summary, cell_tracks))
     metrics.update(calibration)
+    if "nuclei" in roles:
+        warnings += border_warnings(np.stack(cell_stack)[:, 0] if not is_3d else np.stack(cell_stack))
+    if "exosomes" in roles:
+        warnings += saturation_warnings(data[:, roles["exosomes"]], puncta_table)
     metrics["warnings"] = warnings
     return Result(nuclei=np.stack(nuclei_stack), cells=np.stack(cell_stack), cell_table=cell_table,
                   puncta_table=puncta_table[PUNCTA_COLUMNS], metrics=metrics,
