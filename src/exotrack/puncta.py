@@ -227,7 +227,9 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
         Raise the threshold above ``snr_threshold`` until the image's own dark spots (see
         :func:`decoy_threshold`) are at most this fraction of the puncta: on real images,
         autofluorescence, haze, correlated and quantised noise make bumps that photon noise does
-        not explain. None keeps ``snr_threshold``.
+        not explain. Puncta (seen without their neighbours) and dips alike must also be round
+        (curvatures within a factor of 5): ridges, such as the edge of a cell's haze, are not.
+        None keeps ``snr_threshold`` alone.
 
     Returns
     -------
@@ -274,6 +276,14 @@ def detect_puncta(image: np.ndarray, *, pixel_size_um, spot_diameter_um: float =
     local_noise = noise[tuple(p // t for p, t in zip(peaks.T, tile))]
     keep = amplitudes > snr_threshold * local_noise
     if fdr is not None and keep.any():
+        # Each spot seen alone (every other spot's model removed) must be round.
+        residual = model.subtract(response, positions, amplitudes)
+        residual_at = _sampler(residual)
+
+        def alone(pixels):
+            return residual_at(pixels) + amplitudes * model(pixels - positions)
+
+        keep &= _round(alone, peaks, max_elongation=_MAX_ELONGATION_DETECTED)
         snr = amplitudes / local_noise
         keep &= snr >= _fdr_threshold(response, noise, tile, sigma, exclude, model, positions[keep],
                                       amplitudes[keep], snr[keep], fdr=fdr, floor=snr_threshold)
@@ -312,14 +322,20 @@ def _fdr_threshold(response, noise, tile, sigma, exclude, model, positions, ampl
     between them. Which puncta count depends on the threshold itself, so it is raised from
     ``floor`` until it holds: a texture bump that the threshold rejects explains no dip beside it.
     """
-    dips = _maxima_above(-response, noise, tile, floor, sigma, exclude)
-    depth = -response[tuple(dips.T)] / noise[tuple(p // t for p, t in zip(dips.T, tile))]
-    local = noise[tuple(p // t for p, t in zip(dips.T, tile))]
+    def extrema(sign):
+        at = _maxima_above(sign * response, noise, tile, floor, sigma, exclude)
+        local = noise[tuple(p // t for p, t in zip(at.T, tile))]
+        return at, sign * response[tuple(at.T)] / local, local
+
+    # Bumps and dips are counted alike, as the local extrema of one pass: deblending finds more
+    # bumps than the extrema show, which would outnumber the dips of pure noise.
+    _, bumps, _ = extrema(1)
+    dips, depth, local = extrema(-1)
     threshold = floor
     for _ in range(8):
         kept = snr >= threshold
         surround = (model.subtract(response, positions[kept], amplitudes[kept]) - response)[tuple(dips.T)] / local
-        raised = max(threshold, decoy_threshold(snr, depth[surround < _EXPLAINED * depth], fdr=fdr, floor=floor))
+        raised = max(threshold, decoy_threshold(bumps, depth[surround < _EXPLAINED * depth], fdr=fdr, floor=floor))
         if raised == threshold:
             break
         threshold = raised
@@ -469,6 +485,10 @@ def _noise_map(image, sigma):
     :func:`_axial_gain`)."""
     tile = _noise_tile(image.shape, sigma)
     noise = _tile_noise(image, tile) * _filter_gain(tuple(sigma))
+    # The checkerboard's half-size tiles can fall one short of covering an odd-sized image.
+    short = [max(0, -(-n // t) - m) for n, t, m in zip(image.shape, tile, noise.shape)]
+    if any(short):
+        noise = np.pad(noise, [(0, k) for k in short], mode="edge")
     positive = noise[noise > 0]
     if positive.size == 0:
         return None, tile
@@ -577,7 +597,7 @@ def _refine(residual, peaks, positions, amplitudes, model):
 
 
 def measure_spot_sigma(planes: np.ndarray, *, prior_sigma_px: float, exclude: np.ndarray | None = None,
-                       min_spots: int = 10, max_spots: int = 400) -> tuple[float, int]:
+                       min_spots: int = 3, max_spots: int = 400) -> tuple[float, int]:
     """Lateral Gaussian sigma (pixels) of the puncta in one or more image planes, measured on
     isolated bright puncta.
 
@@ -646,12 +666,20 @@ def _isolated_widths(planes, scale, exclude, max_spots):
             continue
         weak = _maxima_above(response, noise, tile, 3.0, sigma, exclude)
         snr = response[tuple(weak.T)] / noise[tuple(p // t for p, t in zip(weak.T, tile))]
-        strong = weak[snr >= 10]
+        # Significant beyond doubt: above 10 and above every dip away from a bump (correlated
+        # noise and texture, which the photon-noise estimate misses, make dips as well as bumps).
+        dips = _maxima_above(-response, noise, tile, 3.0, sigma, exclude)
+        depth = -response[tuple(dips.T)] / noise[tuple(p // t for p, t in zip(dips.T, tile))]
+        bright = weak[snr >= 10]
+        if len(dips) and len(bright):
+            ring, _ = cKDTree(bright).query(dips)
+            depth = depth[ring > 5 * scale]
+        strong = weak[snr >= max(10.0, depth.max(initial=0.0))]
         if len(strong) == 0:
             continue
         count = np.array([len(i) for i in cKDTree(weak).query_ball_point(strong, max(5 * scale, 3.0))])
         inside = np.all((strong >= half) & (strong < np.array(plane.shape) - half), axis=1)
-        take = (count == 1) & inside
+        take = (count == 1) & inside & _round(_sampler(response), strong, max_elongation=_MAX_ELONGATION)
         # Saturated puncta are flat-topped, hence wider.
         top = plane.max()
         for y, x in strong[take]:
@@ -667,6 +695,37 @@ def _isolated_widths(planes, scale, exclude, max_spots):
     windows, offsets = np.array(windows)[order], np.array(offsets)[order]
     best = _best_width(windows.astype(np.float64), offsets, scale * _WIDTH_GRID)
     return best[np.isfinite(best)]
+
+
+def _round(values, at, *, max_elongation: float) -> np.ndarray:
+    """Whether an image is about as curved along every lateral direction at each of its maxima
+    ``at`` (``(n, ndim)`` pixels): a punctum is, a ridge (the edge of a cell's haze, a fibre) is
+    not. The ratio of the in-plane Hessian's eigenvalues must stay within ``max_elongation``
+    (SIFT's edge test). ``values`` maps pixel coordinates (clipped to the image) to values."""
+    def at_offset(dy, dx):
+        shifted = at.copy()
+        shifted[:, -2] += dy
+        shifted[:, -1] += dx
+        return values(shifted)
+
+    centre = at_offset(0, 0)
+    dyy = at_offset(-1, 0) - 2 * centre + at_offset(1, 0)
+    dxx = at_offset(0, -1) - 2 * centre + at_offset(0, 1)
+    dxy = 0.25 * (at_offset(1, 1) - at_offset(1, -1) - at_offset(-1, 1) + at_offset(-1, -1))
+    det, trace = dyy * dxx - dxy ** 2, dyy + dxx
+    return (det > 0) & (trace ** 2 < (max_elongation + 1) ** 2 / max_elongation * det)
+
+
+def _sampler(image):
+    """Values of ``image`` at integer pixel coordinates ``(n, ndim)``, clipped to the image."""
+    upper = np.array(image.shape) - 1
+    return lambda pixels: image[tuple(np.clip(pixels, 0, upper).T)]
+
+
+# The largest ratio of a calibration punctum's curvatures along its two principal directions,
+# and of any punctum's where detect_puncta's fdr is set.
+_MAX_ELONGATION = 2.0
+_MAX_ELONGATION_DETECTED = 3.0
 
 
 def _centroid_offset(response, y, x):
