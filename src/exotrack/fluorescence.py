@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
+from skimage import segmentation
 
 from . import io, qc, tracking
 from .aggregate import TIMELAPSE_HEADLINE
@@ -260,6 +261,21 @@ def cell_at(labels: np.ndarray, table: pd.DataFrame) -> np.ndarray:
     return labels[tuple(index)] if len(table) else np.zeros(0, int)
 
 
+# A punctum whose centre lies within this many spot sigmas outside a cell's outline is the cell's:
+# its light overlaps the cell, and a cytoplasmic stain fades into the noise before the membrane.
+CELL_REACH_SIGMAS = 2.0
+
+
+def within_reach(cells: np.ndarray, options: dict, spatial) -> np.ndarray:
+    """``cells`` (labels) grown by ``CELL_REACH_SIGMAS`` lateral spot sigmas, for assigning puncta
+    (``options["spot_diameter_um"]`` a number, see :func:`calibrate_spots`)."""
+    if not cells.any():
+        return cells
+    sigma = spot_sigma_px(spatial[-2:], spot_diameter_um=options["spot_diameter_um"])[-1]
+    spacing = np.array(spatial, float) / spatial[-1]
+    return segmentation.expand_labels(cells, distance=CELL_REACH_SIGMAS * sigma, spacing=spacing)
+
+
 def padding(image: np.ndarray) -> np.ndarray | None:
     """Large areas of exactly the lowest value: a frame or inset blacked out, not a sample."""
     lowest = image.min()
@@ -348,7 +364,7 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
                 decoys.append(decoy.assign(frame=frame))
         else:
             puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr", "position_sd_px")})
-        puncta["cell_id"] = cell_at(cells, puncta) if "nuclei" in roles else np.nan
+        puncta["cell_id"] = cell_at(within_reach(cells, options, spatial), puncta) if "nuclei" in roles else np.nan
         puncta.insert(0, "frame", frame)
         nuclei_stack.append(nuclei if is_3d else nuclei[None])
         cell_stack.append(cells if is_3d else cells[None])
