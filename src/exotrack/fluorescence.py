@@ -364,7 +364,10 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
                 decoys.append(decoy.assign(frame=frame))
         else:
             puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr", "position_sd_px")})
-        puncta["cell_id"] = cell_at(within_reach(cells, options, spatial), puncta) if "nuclei" in roles else np.nan
+        if "nuclei" not in roles:
+            puncta["cell_id"] = np.nan
+        else:
+            puncta["cell_id"] = cell_at(within_reach(cells, options, spatial), puncta) if len(puncta) else 0
         puncta.insert(0, "frame", frame)
         nuclei_stack.append(nuclei if is_3d else nuclei[None])
         cell_stack.append(cells if is_3d else cells[None])
