@@ -597,7 +597,7 @@ def _refine(residual, peaks, positions, amplitudes, model):
 
 
 def measure_spot_sigma(planes: np.ndarray, *, prior_sigma_px: float, exclude: np.ndarray | None = None,
-                       min_spots: int = 3, max_spots: int = 400) -> tuple[float, int]:
+                       min_spots: int = 3, max_spots: int = 200) -> tuple[float, int]:
     """Lateral Gaussian sigma (pixels) of the puncta in one or more image planes, measured on
     isolated bright puncta.
 
@@ -631,8 +631,11 @@ def measure_spot_sigma(planes: np.ndarray, *, prior_sigma_px: float, exclude: np
     planes = planes.reshape(-1, *planes.shape[-2:])
     # A search scale far below the puncta's width sees noise maxima on each and none isolated,
     # one far above merges neighbours: the search starts at the prior's octaves that find most.
-    starts = [_isolated_widths(planes, prior_sigma_px * f, exclude, max_spots) for f in (0.5, 1, 2, 4)]
-    widths = max(starts, key=len)
+    # (Where the prior's scale finds plenty that agree with it, the other octaves are not needed.)
+    widths = _isolated_widths(planes, prior_sigma_px, exclude, max_spots)
+    if len(widths) < 20 or abs(np.log(np.median(widths) / prior_sigma_px)) > np.log(1.5):
+        starts = [widths] + [_isolated_widths(planes, prior_sigma_px * f, exclude, max_spots) for f in (0.5, 2, 4)]
+        widths = max(starts, key=len)
     scale = float(prior_sigma_px)
     sigma, n = np.nan, 0
     for _ in range(4):
@@ -648,7 +651,7 @@ def measure_spot_sigma(planes: np.ndarray, *, prior_sigma_px: float, exclude: np
 
 
 # Widths tried per punctum, relative to the search scale.
-_WIDTH_GRID = 2.0 ** np.linspace(-1.25, 1.25, 26)
+_WIDTH_GRID = 2.0 ** np.linspace(-1.25, 1.25, 17)
 
 
 def _isolated_widths(planes, scale, exclude, max_spots):
@@ -664,12 +667,10 @@ def _isolated_widths(planes, scale, exclude, max_spots):
         noise, tile = _noise_map(plane, sigma)
         if noise is None:
             continue
-        weak = _maxima_above(response, noise, tile, 3.0, sigma, exclude)
-        snr = response[tuple(weak.T)] / noise[tuple(p // t for p, t in zip(weak.T, tile))]
+        weak, snr = _plain_maxima(response, noise, tile, sigma, exclude)
         # Significant beyond doubt: above 10 and above every dip away from a bump (correlated
         # noise and texture, which the photon-noise estimate misses, make dips as well as bumps).
-        dips = _maxima_above(-response, noise, tile, 3.0, sigma, exclude)
-        depth = -response[tuple(dips.T)] / noise[tuple(p // t for p, t in zip(dips.T, tile))]
+        dips, depth = _plain_maxima(-response, noise, tile, sigma, exclude)
         bright = weak[snr >= 10]
         if len(dips) and len(bright):
             ring, _ = cKDTree(bright).query(dips)
@@ -695,6 +696,21 @@ def _isolated_widths(planes, scale, exclude, max_spots):
     windows, offsets = np.array(windows)[order], np.array(offsets)[order]
     best = _best_width(windows.astype(np.float64), offsets, scale * _WIDTH_GRID)
     return best[np.isfinite(best)]
+
+
+def _plain_maxima(response, noise, tile, sigma, exclude, floor: float = 3.0):
+    """Maxima of ``response`` over a sigma's neighbourhood (one maximum filter: no tie rule, no
+    border rule) from ``floor`` times the local noise up, and their SNR."""
+    size = 2 * np.maximum(np.round(sigma).astype(int), 1) + 1
+    full = noise
+    for axis, t in enumerate(tile):
+        full = np.repeat(full, t, axis=axis)
+    snr = response / full[tuple(slice(0, n) for n in response.shape)]
+    peak = (snr >= floor) & (response == ndi.maximum_filter(response, size=tuple(size)))
+    if exclude is not None:
+        peak &= ~exclude
+    at = np.argwhere(peak)
+    return at, snr[tuple(at.T)]
 
 
 def _round(values, at, *, max_elongation: float) -> np.ndarray:
@@ -755,9 +771,11 @@ def _best_width(windows, offsets, grid):
     for s in grid:
         g = np.exp(-0.5 * (dy ** 2 + dx ** 2) / s ** 2)
         basis = np.stack([g, g * dy, g * dx, ones, plane_y, plane_x], -1)
-        gram = np.einsum("nki,nkj->nij", basis, basis) + 1e-9 * np.eye(6)
-        coef = np.linalg.solve(gram, np.einsum("nki,nk->ni", basis, data)[..., None])[..., 0]
-        rss.append(((data - np.einsum("nki,ni->nk", basis, coef)) ** 2).sum(1))
+        transposed = basis.transpose(0, 2, 1)
+        gram = transposed @ basis + 1e-9 * np.eye(6)
+        coef = np.linalg.solve(gram, transposed @ data[..., None])
+        rss.append(((data - (basis @ coef)[..., 0]) ** 2).sum(1))
+        coef = coef[..., 0]
         amplitude.append(coef[:, 0])
     rss, amplitude = np.array(rss), np.array(amplitude)
     k = np.argmin(rss, axis=0)
