@@ -5,6 +5,8 @@ the analysis's model of it; the analysis measures it (fluorescence.calibrate_spo
 a user's image.
 """
 import numpy as np
+import pandas as pd
+import pytest
 
 from exotrack import fluorescence as fl
 from exotrack.demo import camera as _camera
@@ -188,3 +190,36 @@ def test_path_evidence_does_not_linger_after_a_punctum():
     # Excluded pixels (around puncta every frame shows) carry no evidence.
     excluded = path_evidence(still, step_px=1.6, exclude=still > 0)[:, 7, 7]
     assert excluded[10] < evidence[10] - 2
+
+
+def test_spot_width_is_measured_and_a_wrong_configured_width_is_flagged():
+    rng = np.random.default_rng(8)
+    image, _, _ = _field(rng, 80, photons=3000.0, min_distance=12)
+    planes = image[None, None]
+    auto, measured, warnings = fl.calibrate_spots(planes, spatial=PIXEL, options=fl.DEFAULTS)
+    # FWHM of the drawn PSF, pixel-integrated: 2.355 * sqrt(1.2² + 1/12) px.
+    assert measured["spot_fwhm_um"] == pytest.approx(2.3548 * np.hypot(1.2, 12 ** -0.5) * PIXEL[0], rel=0.05)
+    assert measured["spot_fwhm_n_spots"] >= 40 and not warnings
+    fixed, _, warnings = fl.calibrate_spots(planes, spatial=PIXEL, options={**fl.DEFAULTS, "spot_diameter_um": 1.0})
+    assert fixed == 1.0 and len(warnings) == 1 and "configured spot_diameter_um is 1" in warnings[0]
+    close, _, warnings = fl.calibrate_spots(planes, spatial=PIXEL, options={**fl.DEFAULTS, "spot_diameter_um": 0.6})
+    assert close == 0.6 and not warnings  # within 30% of the measured 0.57
+
+
+def test_a_field_without_puncta_falls_back_to_the_prior_and_says_so():
+    rng = np.random.default_rng(9)
+    empty = _camera(rng, np.full((1, 1, 256, 256), 60.0))
+    diameter, measured, warnings = fl.calibrate_spots(empty, spatial=PIXEL, options=fl.DEFAULTS)
+    assert diameter == fl.DEFAULTS["spot_diameter_prior_um"] and measured["spot_fwhm_n_spots"] < 3
+    assert len(warnings) == 1 and "too few to measure the spot width" in warnings[0]
+
+
+def test_saturated_puncta_are_flagged():
+    rng = np.random.default_rng(10)
+    image, truth, _ = _field(rng, 20, photons=3000.0, min_distance=12)
+    puncta = pd.DataFrame({"frame": 0, "z": 0.0, "y": truth[:, 0], "x": truth[:, 1]})
+    assert fl.saturation_warnings(image[None, None], puncta) == []
+    clipped = np.minimum(image, np.percentile(image[tuple(np.round(truth[:5]).astype(int).T)], 50)).astype(np.uint16)
+    clipped = (clipped.astype(float) / clipped.max() * 4095).round().astype(np.uint16)  # a 12-bit camera's ceiling
+    warnings = fl.saturation_warnings(clipped[None, None], puncta)
+    assert len(warnings) == 1 and "4095" in warnings[0]
