@@ -223,3 +223,18 @@ def test_saturated_puncta_are_flagged():
     clipped = (clipped.astype(float) / clipped.max() * 4095).round().astype(np.uint16)  # a 12-bit camera's ceiling
     warnings = fl.saturation_warnings(clipped[None, None], puncta)
     assert len(warnings) == 1 and "4095" in warnings[0]
+
+
+def test_a_spot_wider_than_the_model_stays_one_detection():
+    # The model is the width measured on spots of sigma 1.2 px; the spots are 20-50% wider (a
+    # configured spot_diameter_um that is too small). Before, 35% wider split 64 spots into 129.
+    rng = np.random.default_rng(12)
+    points = np.array([(y, x) for y in range(16, 256, 30) for x in range(16, 256, 30)], float)
+    points += rng.uniform(-0.5, 0.5, points.shape)
+    narrow = _camera(rng, _gaussian_spots((256, 256), points, np.full(len(points), 3000.0), SIGMA_PX) + 100)
+    model = _diameter(narrow)
+    for factor in (1.2, 1.35, 1.5):
+        wide = _camera(rng, _gaussian_spots((256, 256), points, np.full(len(points), 3000.0), factor * SIGMA_PX) + 100)
+        found = detect_puncta(wide, pixel_size_um=PIXEL, spot_diameter_um=model)
+        assert len(found) == len(points), factor
+        assert match_points(found[["y", "x"]].to_numpy(), points, radius=3)[3] == 1.0

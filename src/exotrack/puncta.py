@@ -654,11 +654,13 @@ def measure_spot_sigma(planes: np.ndarray, *, prior_sigma_px: float, exclude: np
     # A search scale far below the puncta's width sees noise maxima on each and none isolated,
     # one far above merges neighbours: the search starts at the prior's octaves that find most.
     # (Where the prior's scale finds plenty that agree with it, the other octaves are not needed.)
-    widths = _isolated_widths(planes, prior_sigma_px, exclude, max_spots)
-    if len(widths) < 20 or abs(np.log(np.median(widths) / prior_sigma_px)) > np.log(1.5):
-        starts = [widths] + [_isolated_widths(planes, prior_sigma_px * f, exclude, max_spots) for f in (0.5, 2, 4)]
-        widths = max(starts, key=len)
     scale = float(prior_sigma_px)
+    widths = _isolated_widths(planes, scale, exclude, max_spots)
+    if len(widths) < 20 or abs(np.log(np.median(widths) / scale)) > np.log(1.5):
+        starts = [(len(widths), 1, widths)] + [
+            (len(w), f, w) for f in (0.5, 2, 4) for w in [_isolated_widths(planes, scale * f, exclude, max_spots)]]
+        _, factor, widths = max(starts, key=lambda start: start[0])
+        scale *= factor
     sigma, n = np.nan, 0
     for _ in range(4):
         n = len(widths)
