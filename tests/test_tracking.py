@@ -268,7 +268,7 @@ def test_path_detections_beside_a_kept_punctum_are_dropped():
     # show it can peak again a few pixels off: a shadow that would run as a second track.
     pixel_um = 0.14
     spatial = (1.0, pixel_um, pixel_um)
-    sigma = fl.spot_sigma_px(spatial[1:], spot_diameter_um=fl.DEFAULTS["spot_diameter_um"])[0]
+    sigma = fl.spot_sigma_px(spatial[1:], spot_diameter_um=fl.DEFAULTS["spot_diameter_prior_um"])[0]
     frames = np.arange(30)
     rows = []
     for k, (y, x) in enumerate([(40, 20), (120, 40), (40, 150), (150, 150)]):
@@ -282,7 +282,7 @@ def test_path_detections_beside_a_kept_punctum_are_dropped():
     decoys = pd.DataFrame({"frame": np.repeat(frames, 5), "y": rng.uniform(0, 200, 150),
                            "x": rng.uniform(0, 200, 150), "snr": 2.6, "along_path": False})
     decoys = decoys.assign(z=0.0, intensity=1.0, confident=False, cell_id=0)
-    kept, tracks, _ = fl._track_puncta(puncta, None, spatial=spatial, frame_interval_s=1.0, options=fl.DEFAULTS,
+    kept, tracks, _ = fl.track_puncta(puncta, None, spatial=spatial, frame_interval_s=1.0, options=fl.DEFAULTS,
                                        with_cells=False, decoys=decoys)
     assert not kept["along_path"].any()
     assert tracks["track_id"].nunique() == 4 and len(tracks) == 4 * len(frames)

@@ -18,7 +18,8 @@ ID_COLUMNS = ["sample", "modality", "group", "subject", "timepoint", "marker", "
 TIMELAPSE_HEADLINE = ["n_tracks", "median_diffusion_um2_s", "pct_internalised_tracks", "cell_mean_speed_um_min"]
 HEADLINE = {
     "fluorescence": ["n_cells", "pct_exosome_positive_cells", "puncta_per_cell_mean",
-                     "exosome_intensity_per_cell_mean", "n_puncta", "pct_puncta_in_cells"] + TIMELAPSE_HEADLINE,
+                     "exosome_intensity_per_cell_mean", "n_puncta", "pct_puncta_in_cells", "spot_fwhm_um",
+                     "spot_fwhm_n_spots", "nucleus_diameter_um"] + TIMELAPSE_HEADLINE,
     "bli": ["tumor_total_flux_p_s", "tumor_avg_radiance", "lymph_node_total_flux_p_s", "lymph_node_avg_radiance"],
     "photoacoustic": ["ln_volume_mm3", "ln_pa_mean", "ln_so2_mean", "ln_hbt_mean"],
     "histology": ["positive_cells_per_mm2", "positive_pct", "dab_area_fraction", "h_score"],

@@ -13,13 +13,15 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
+from skimage import segmentation
 
 from . import io, markers, progress, qc, tracking
 from .aggregate import TIMELAPSE_HEADLINE
 from .background import background_surface
 from .labels import given_labels
-from .puncta import detect_puncta, path_evidence, path_puncta, position_sd_px, snr_image, spot_sigma_px
-from .segmentation import segment_nuclei_and_cells
+from .puncta import (detect_puncta, measure_spot_sigma, path_evidence, path_puncta, position_sd_px, snr_image,
+                     spot_sigma_px)
+from .segmentation import measure_nucleus_diameter, segment_nuclei_and_cells
 from .sheet import parse_channels, parse_pixel_size
 
 CELL_COLUMNS = ["cell_id", "frame", "y", "x", "area_um2", "nucleus_area_um2", "exosome_mean",
@@ -53,12 +55,15 @@ PATH_FDR = 0.3
 DEFAULTS = {
     "channels": {"nuclei": "Hoechst", "exosomes": "CD63-RFP", "cells": "CellMask"},
     "pixel_size_um": None,
-    "nucleus_diameter_um": 10.0,
+    "nucleus_diameter_um": "auto",
+    "nucleus_diameter_prior_um": 10.0,
     "cell_expansion_um": 6.0,
     "max_cell_radius_um": 30.0,
-    "spot_diameter_um": 0.5,
+    "spot_diameter_um": "auto",
+    "spot_diameter_prior_um": 0.5,
     "spot_axial_ratio": 3.0,
     "snr_threshold": 5.5,
+    "puncta_fdr": 0.03,
     "track_snr_threshold": "auto",
     "min_track_length": 3,
     "frame_interval_s": None,
@@ -132,12 +137,118 @@ def segment_frame(nuclei_image, cell_image=None, *, pixel_size_um, options: dict
         max_cell_radius_um=options["max_cell_radius_um"])
 
 
-def detect_frame(exosome_image, *, pixel_size_um, options: dict, snr_threshold: float):
-    """Puncta of one 2-D or 3-D frame (see :func:`detect_puncta`)."""
+def detect_frame(exosome_image, *, pixel_size_um, options: dict, snr_threshold: float, fdr: float | None = None):
+    """Puncta of one 2-D or 3-D frame (see :func:`detect_puncta`); ``options["spot_diameter_um"]``
+    must be a number (see :func:`calibrate_spots`)."""
     return detect_puncta(exosome_image, pixel_size_um=pixel_size_um,
                          spot_diameter_um=options["spot_diameter_um"],
                          axial_ratio=options["spot_axial_ratio"],
-                         snr_threshold=snr_threshold, exclude=_padding(exosome_image))
+                         snr_threshold=snr_threshold, exclude=padding(exosome_image), fdr=fdr)
+
+
+# Spot calibration: at most this many frames of a movie are searched for isolated puncta.
+CALIBRATION_FRAMES = 6
+# A configured spot width this far from the measured one (relative) is flagged.
+SPOT_WIDTH_TOLERANCE = 0.3
+FWHM_PER_SIGMA = 2 * np.sqrt(2 * np.log(2))
+
+
+# Nucleus sizes outside this range (µm) suggest a wrong pixel size or a stain that is no nucleus.
+NUCLEUS_RANGE_UM = (4.0, 40.0)
+
+
+def calibrate_nuclei(nuclei: np.ndarray, *, spatial, options: dict) -> tuple[float, dict, list[str]]:
+    """The nucleus diameter to segment with, what was measured, and warnings.
+
+    Measured on the first frame of ``nuclei`` (``(T, Z, Y, X)``, see
+    :func:`measure_nucleus_diameter`); with ``nucleus_diameter_um`` "auto" the measurement is
+    used, or ``nucleus_diameter_prior_um`` where no nucleus stands out; a number is used as given.
+    """
+    configured = options["nucleus_diameter_um"]
+    plane = nuclei[0] if len(spatial) == 3 else nuclei[0, 0]
+    diameter, n = measure_nucleus_diameter(plane, pixel_size_um=spatial)
+    warnings = []
+    if configured != "auto":
+        return configured, {"nucleus_diameter_um": float(configured)}, warnings
+    if not np.isfinite(diameter):
+        prior = options["nucleus_diameter_prior_um"]
+        warnings.append(f"no nucleus stands out to measure the nucleus size; the prior nucleus_diameter_prior_um "
+                        f"{prior:g} was used")
+        return prior, {"nucleus_diameter_um": float(prior)}, warnings
+    low, high = NUCLEUS_RANGE_UM
+    if not low <= diameter <= high:
+        warnings.append(f"nuclei measure {diameter:.1f} µm across ({n} nuclei), outside {low:g}-{high:g} µm: "
+                        "is the pixel size right?")
+    return diameter, {"nucleus_diameter_um": diameter}, warnings
+
+
+# More than this fraction of cells cut by the field's border is flagged.
+MAX_BORDER_FRACTION = 0.2
+
+
+def border_warnings(cells: np.ndarray) -> list[str]:
+    """A warning when over ``MAX_BORDER_FRACTION`` of the cells (labels ``(T, [Z,] Y, X)``, all
+    frames) touch the field's lateral border: their areas and counts are of cut cells."""
+    total = cut = 0
+    for frame in cells:
+        rim = np.concatenate([frame[..., 0, :].ravel(), frame[..., -1, :].ravel(),
+                              frame[..., :, 0].ravel(), frame[..., :, -1].ravel()])
+        total += np.unique(frame[frame > 0]).size
+        cut += np.unique(rim[rim > 0]).size
+    if total == 0 or cut <= MAX_BORDER_FRACTION * total:
+        return []
+    return [f"{100 * cut / total:.0f}% of cells are cut by the image border: their areas, intensities and "
+            "puncta counts are partial"]
+
+
+def saturation_warnings(exosomes: np.ndarray, puncta: pd.DataFrame) -> list[str]:
+    """A warning when puncta peak at the camera's ceiling (an integer type's maximum, or a 10-,
+    12- or 14-bit camera's held in 16 bits): their intensities are underestimated."""
+    top = float(exosomes.max())
+    ceilings = [2.0 ** bits - 1 for bits in (8, 10, 12, 14, 16)]
+    if top not in ceilings or puncta.empty:
+        return []
+    frames = puncta["frame"].to_numpy(int)
+    index = [np.clip(np.round(puncta[c].to_numpy()).astype(int), 0, n - 1)
+             for c, n in zip(("z", "y", "x"), exosomes.shape[1:])]
+    saturated = int((exosomes[(frames, *index)] >= top).sum())
+    if saturated == 0:
+        return []
+    return [f"{saturated} puncta peak at the camera's maximum ({top:g}): their intensities are underestimated"]
+
+
+def calibrate_spots(exosomes: np.ndarray, *, spatial, options: dict) -> tuple[float, dict, list[str]]:
+    """The spot diameter to detect with, what was measured, and warnings.
+
+    The lateral spot width is measured on isolated puncta of ``exosomes`` (``(T, Z, Y, X)``; up
+    to ``CALIBRATION_FRAMES`` frames of a movie and every slice of a stack are pooled, see
+    :func:`measure_spot_sigma`). With ``spot_diameter_um`` "auto" the measured width is used, or
+    ``spot_diameter_prior_um`` where too few isolated puncta measure it (a PBS control); a number
+    is used as given, and flagged when the measurement disagrees with it. The diameter follows
+    the convention of :func:`spot_sigma_px` (TrackMate's), the reported ``spot_fwhm_um`` is the
+    measured full width at half maximum.
+    """
+    configured = options["spot_diameter_um"]
+    auto = configured == "auto"
+    prior = options["spot_diameter_prior_um"] if auto else configured
+    prior_sigma = spot_sigma_px(spatial[-2:], spot_diameter_um=prior)[-1]
+    frames = np.unique(np.linspace(0, len(exosomes) - 1, min(len(exosomes), CALIBRATION_FRAMES)).astype(int))
+    planes = exosomes[frames]
+    sigma, n = measure_spot_sigma(planes, prior_sigma_px=prior_sigma, exclude=padding(planes[0, 0]))
+    warnings = []
+    measured = {"spot_fwhm_um": float(sigma * FWHM_PER_SIGMA * spatial[-1]), "spot_fwhm_n_spots": int(n)}
+    if not np.isfinite(sigma):
+        if auto:
+            warnings.append(f"only {n} isolated puncta: too few to measure the spot width; the prior "
+                            f"spot_diameter_prior_um {prior:g} was used")
+        return prior, measured, warnings
+    diameter = float(sigma * 2 * np.sqrt(2) * spatial[-1])
+    if auto:
+        return diameter, measured, warnings
+    if abs(diameter / configured - 1) > SPOT_WIDTH_TOLERANCE:
+        warnings.append(f"the puncta measure {diameter:.2f} µm across (spot_diameter_um convention, from {n} "
+                        f"isolated puncta), the configured spot_diameter_um is {configured:g}")
+    return configured, measured, warnings
 
 
 def position_columns(ndim: int) -> list[str]:
@@ -152,7 +263,23 @@ def cell_at(labels: np.ndarray, table: pd.DataFrame) -> np.ndarray:
     return labels[tuple(index)] if len(table) else np.zeros(0, int)
 
 
-def _padding(image: np.ndarray) -> np.ndarray | None:
+# Cells reach this many spot sigmas beyond their segmented outline: a cytoplasmic stain thins and
+# fades into the noise before the membrane, and a punctum centred that close overlaps the cell
+# (independent microscope fields: 6 of 38 puncta of a field lay 1-5 px outside the outline).
+CELL_REACH_SIGMAS = 2.0
+
+
+def within_reach(cells: np.ndarray, options: dict, spatial) -> np.ndarray:
+    """``cells`` (labels) grown by ``CELL_REACH_SIGMAS`` lateral spot sigmas (where the cells meet
+    they stop; ``options["spot_diameter_um"]`` a number, see :func:`calibrate_spots`)."""
+    if not cells.any():
+        return cells
+    sigma = spot_sigma_px(spatial[-2:], spot_diameter_um=options["spot_diameter_um"])[-1]
+    spacing = np.array(spatial, float) / spatial[-1]
+    return segmentation.expand_labels(cells, distance=CELL_REACH_SIGMAS * sigma, spacing=spacing)
+
+
+def padding(image: np.ndarray) -> np.ndarray | None:
     """Large areas of exactly the lowest value: a frame or inset blacked out, not a sample."""
     lowest = image.min()
     flat = image == lowest
@@ -207,6 +334,15 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
         return stack if is_3d else stack[0]
 
     shape = data.shape[2:] if is_3d else data.shape[3:]
+    warnings, calibration = [], {}
+    if "exosomes" in roles:
+        diameter, calibration, warnings = calibrate_spots(data[:, roles["exosomes"]], spatial=spatial, options=options)
+        options = {**options, "spot_diameter_um": diameter}
+    if "nuclei" in roles and labels is None:
+        diameter, measured, more = calibrate_nuclei(data[:, roles["nuclei"]], spatial=spatial, options=options)
+        options = {**options, "nucleus_diameter_um": diameter}
+        calibration.update(measured)
+        warnings += more
     if decoys is not None:
         exosomes = data[:, roles["exosomes"]] if is_3d else data[:, roles["exosomes"], 0]
         shifts = _displacements(shape, image.n_frames)
@@ -223,19 +359,24 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
         elif "nuclei" in roles:
             nuclei, cells = segment_frame(plane(frame, "nuclei"), plane(frame, "cells"),
                                           pixel_size_um=spatial, options=options)
+            if "exosomes" in roles:
+                cells = within_reach(cells, options, spatial)
         else:
             nuclei = cells = np.zeros(shape, np.int32)
         if "exosomes" in roles:
             if decoys is None:
                 puncta = detect_frame(plane(frame, "exosomes"), pixel_size_um=spatial, options=options,
-                                      snr_threshold=threshold)
+                                      snr_threshold=threshold, fdr=None if movie else options["puncta_fdr"])
             else:
                 puncta, decoy = _movie_detections(plane(frame, "exosomes"), paths[frame], decoy_paths[frame],
                                                   shifts[frame], spatial=spatial, options=options)
                 decoys.append(decoy.assign(frame=frame))
         else:
             puncta = pd.DataFrame({c: np.zeros(0) for c in ("z", "y", "x", "intensity", "snr", "position_sd_px")})
-        puncta["cell_id"] = cell_at(cells, puncta) if with_cells else np.nan
+        if not with_cells:
+            puncta["cell_id"] = np.nan
+        else:
+            puncta["cell_id"] = cell_at(cells, puncta) if len(puncta) else 0
         puncta.insert(0, "frame", frame)
         nuclei_stack.append(nuclei if is_3d else nuclei[None])
         cell_stack.append(cells if is_3d else cells[None])
@@ -243,7 +384,7 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     puncta_table = pd.concat(puncta_tables, ignore_index=True)
     tracks = track_summary = cell_tracks = None
     if movie and "exosomes" in roles:
-        puncta_table, tracks, track_summary = _track_puncta(
+        puncta_table, tracks, track_summary = track_puncta(
             puncta_table, np.stack(cell_stack), spatial=spatial, frame_interval_s=frame_interval_s,
             options=options, with_cells=with_cells,
             decoys=pd.concat(decoys, ignore_index=True) if decoys is not None else None)
@@ -277,6 +418,12 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
             metrics.update(dict.fromkeys(names, np.nan))
     if movie:
         metrics.update(timelapse_metrics(track_summary, cell_tracks))
+    metrics.update(calibration)
+    if with_cells:
+        warnings += border_warnings(np.stack(cell_stack)[:, 0] if not is_3d else np.stack(cell_stack))
+    if "exosomes" in roles:
+        warnings += saturation_warnings(data[:, roles["exosomes"]], puncta_table)
+    metrics["warnings"] = warnings
     return Result(nuclei=np.stack(nuclei_stack), cells=np.stack(cell_stack), cell_table=cell_table,
                   puncta_table=puncta_table[PUNCTA_COLUMNS], metrics=metrics,
                   pixel_size_um=tuple(pixel_size_um), tracks=tracks, track_summary=track_summary,
@@ -304,7 +451,8 @@ def _movie_detections(image, path_found, path_decoys, shift, *, spatial, options
     columns = position_columns(len(spatial))
     sigma = spot_sigma_px(spatial, spot_diameter_um=options["spot_diameter_um"], axial_ratio=options["spot_axial_ratio"])
     image = image.astype(np.float32)
-    bright = detect_frame(image, pixel_size_um=spatial, options=options, snr_threshold=options["snr_threshold"])
+    bright = detect_frame(image, pixel_size_um=spatial, options=options, snr_threshold=options["snr_threshold"],
+                          fdr=options["puncta_fdr"])
     dim = detect_frame(image, pixel_size_um=spatial, options=options, snr_threshold=DIM_SNR_FLOOR)
     found = pd.concat([bright.assign(confident=True),
                        dim[_far_from(dim, bright, columns, sigma, 2.0)].assign(confident=False)], ignore_index=True)
@@ -409,7 +557,7 @@ def dim_track_threshold(scores: np.ndarray, decoy_scores: np.ndarray, *, fdr: fl
     return float(scores[np.argmax(good)]) if good.any() else np.inf
 
 
-def _track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cells, decoys=None):
+def track_puncta(puncta, cells, *, spatial, frame_interval_s, options, with_cells, decoys=None):
     """Link puncta, keep the real ones, summarise each track's motion and where it lives.
 
     ``decoys`` (the detections with every frame displaced, see :func:`_movie_detections`) set how
