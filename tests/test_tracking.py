@@ -282,7 +282,8 @@ def test_path_detections_beside_a_kept_punctum_are_dropped():
     decoys = pd.DataFrame({"frame": np.repeat(frames, 5), "y": rng.uniform(0, 200, 150),
                            "x": rng.uniform(0, 200, 150), "snr": 2.6, "along_path": False})
     decoys = decoys.assign(z=0.0, intensity=1.0, confident=False, cell_id=0)
-    kept, tracks, _ = fl.track_puncta(puncta, None, spatial=spatial, frame_interval_s=1.0, options=fl.DEFAULTS,
+    options = {**fl.DEFAULTS, "spot_diameter_um": fl.DEFAULTS["spot_diameter_prior_um"]}
+    kept, tracks, _ = fl.track_puncta(puncta, None, spatial=spatial, frame_interval_s=1.0, options=options,
                                        with_cells=False, decoys=decoys)
     assert not kept["along_path"].any()
     assert tracks["track_id"].nunique() == 4 and len(tracks) == 4 * len(frames)

@@ -337,7 +337,13 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
     warnings, calibration = [], {}
     if "exosomes" in roles:
         diameter, calibration, warnings = calibrate_spots(data[:, roles["exosomes"]], spatial=spatial, options=options)
+        prior = options["spot_diameter_prior_um"] if options["spot_diameter_um"] == "auto" else diameter
         options = {**options, "spot_diameter_um": diameter}
+        if is_3d and diameter < prior:
+            # Only the lateral width is measured. A spot model narrower than the spot splits it,
+            # one wider costs little, so a narrow measured spot keeps the prior's axial extent
+            # (a widefield PSF's axial width shrinks less with NA than its lateral width).
+            options["spot_axial_ratio"] = options["spot_axial_ratio"] * prior / diameter
     if "nuclei" in roles and labels is None:
         diameter, measured, more = calibrate_nuclei(data[:, roles["nuclei"]], spatial=spatial, options=options)
         options = {**options, "nucleus_diameter_um": diameter}
