@@ -147,12 +147,25 @@ class _FakeND2:
         return False
 
 
+class _FakeND2OnePosition(_FakeND2):
+    """The same FAKE, as a file of one position (nd2 then lists no P axis)."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.sizes = {"T": 3, "C": 2, "Y": 20, "X": 30}
+        self.data = _FakeND2.data[0]
+
+
 def test_nd2_through_documented_api_on_a_fake(tmp_path, monkeypatch):
     nd2 = pytest.importorskip("nd2")
-    monkeypatch.setattr(nd2, "ND2File", _FakeND2)
     (tmp_path / "a.nd2").write_bytes(b"fake")
+    # Two positions: analysing the first alone would report part of the file as the whole.
+    monkeypatch.setattr(nd2, "ND2File", _FakeND2)
+    with pytest.raises(io.InputError, match="holds 2 positions; a sample is one image. Split the file"):
+        io.read_image(tmp_path / "a.nd2")
+    monkeypatch.setattr(nd2, "ND2File", _FakeND2OnePosition)
     image = io.read_image(tmp_path / "a.nd2")
-    np.testing.assert_array_equal(image.data[:, :, 0], _FakeND2.data[0])  # the first position
+    np.testing.assert_array_equal(image.data[:, :, 0], _FakeND2.data[0])
     assert image.channel_names == ["DAPI", "mCherry"]
     assert image.pixel_size_um == (None, 0.325, 0.325)  # no Z axis: no Z step
     assert image.frame_interval_s == pytest.approx(5.012)  # the measured mean period
@@ -196,6 +209,11 @@ def test_lif_through_documented_api_on_a_fake(tmp_path, monkeypatch):
     assert image.pixel_size_um[1:] == pytest.approx((0.2, 0.2))
     assert image.frame_interval_s == pytest.approx(0.75)
     assert io.count_frames(tmp_path / "a.lif") == 4
+    two = type("_FakeLifTwo", (_FakeLif,), {"__init__": lambda self, path: (
+        _FakeLif.__init__(self, path), setattr(self, "images", self.images * 2))[0]})
+    monkeypatch.setattr(liffile, "LifFile", two)
+    with pytest.raises(io.InputError, match="holds 2 image series"):
+        io.read_image(tmp_path / "a.lif")
 
 
 def test_ome_tiff_frame_interval_from_plane_delta_t(tmp_path):

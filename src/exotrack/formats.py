@@ -6,8 +6,9 @@ extra to install. Every reader returns an :class:`~exotrack.io.Image` exactly as
 does: axes ``(T, C, Z, Y, X)``, channel names, pixel size ``(z, y, x)`` in µm and the frame
 interval in seconds (``None`` where the file does not say).
 
-A file holding several images (CZI scenes, ND2 positions, LIF series, OME-Zarr multiscale
-levels) is read at its first image, at full resolution, as a multi-series TIFF is.
+A file holding several images (CZI scenes, ND2 positions, LIF series or mosaic tiles) is refused
+with how to split it, as a multi-series TIFF is: analysing its first image alone would report a
+part of the file as the whole. An OME-Zarr pyramid is read at its full resolution.
 """
 
 from __future__ import annotations
@@ -119,10 +120,20 @@ def _czi_metadata(xml: str) -> tuple[list[str], tuple, float | None]:
     return names, (scale.get("Z"), scale.get("Y"), scale.get("X")), interval
 
 
+def _refuse_several(path, count: int, what: str) -> None:
+    """Refuse a file of ``count`` > 1 images (``what``: scenes, positions, ...), saying how to split it."""
+    if count > 1:
+        raise InputError(
+            f"{Path(path).name} holds {count} {what}; a sample is one image. Split the file into one file per "
+            f"image (Fiji: File > Import > Bio-Formats, 'Open all series', then save each as OME-TIFF) and list "
+            "each as its own sample")
+
+
 def _czi_read(pyczi, path):
     with pyczi.open_czi(str(path)) as doc:
         box = doc.total_bounding_box
         scenes = doc.scenes_bounding_rectangle
+        _refuse_several(path, len(scenes), "scenes")
         roi = scenes[min(scenes)] if scenes else doc.total_bounding_rectangle
         n_t, n_c, n_z = (box.get(d, (0, 1))[1] - box.get(d, (0, 1))[0] for d in "TCZ")
         t0, c0, z0 = (box.get(d, (0, 1))[0] for d in "TCZ")
@@ -169,16 +180,16 @@ def _nd2_interval(experiment) -> float | None:
     return None
 
 
-def _nd2_sizes(f) -> tuple[list[int], str, bool]:
+def _nd2_sizes(f, path) -> tuple[list[int], str, bool]:
     sizes = dict(f.sizes)
     positions = "P" in sizes
-    sizes.pop("P", None)
+    _refuse_several(path, sizes.pop("P", 1), "positions")
     return list(sizes.values()), "".join(sizes), positions
 
 
 def _nd2_read(nd2, path):
     with nd2.ND2File(str(path)) as f:
-        shape, file_axes, positions = _nd2_sizes(f)
+        shape, file_axes, positions = _nd2_sizes(f, path)
         data = np.asarray(f.asarray(0) if positions else f.asarray())
         voxel = f.voxel_size()
         channels = (f.metadata.channels or []) if f.metadata else []
@@ -192,7 +203,7 @@ def _nd2_read(nd2, path):
 
 def _nd2_shape(nd2, path):
     with nd2.ND2File(str(path)) as f:
-        shape, file_axes, _ = _nd2_sizes(f)
+        shape, file_axes, _ = _nd2_sizes(f, path)
     return shape, file_axes
 
 
@@ -222,6 +233,7 @@ def _lif_read(liffile, path):
     with liffile.LifFile(str(path)) as lif:
         if not len(lif.images):
             raise InputError(f"{Path(path).name} holds no image")
+        _refuse_several(path, len(lif.images), "image series")
         image = lif.images[0]
         file_axes = "".join(image.dims)
         data = np.asarray(image.asarray())
@@ -232,7 +244,9 @@ def _lif_read(liffile, path):
     metres = {"m": 1e6, **_UNIT_UM}
     sizes = tuple(_lif_step(coords, d, units, metres, "m") for d in "ZYX")
     interval = _lif_step(coords, "T", units, _UNIT_S, "s")
-    # Mosaic tiles (M) are not stitched here: the first tile is the field.
+    if "M" in file_axes and data.shape[file_axes.index("M")] > 1:
+        raise InputError(f"{Path(path).name} holds {data.shape[file_axes.index('M')]} unstitched mosaic tiles; "
+                         "stitch them (LAS X: Mosaic Merge) and export the field as OME-TIFF")
     if "M" in file_axes:
         data = np.take(data, 0, axis=file_axes.index("M"))
         file_axes = file_axes.replace("M", "")
