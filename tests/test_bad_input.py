@@ -194,7 +194,7 @@ EXPECTED = {
     "f_too_small": ("fluorescence", "image is too small to analyse"),
     "h_marker_empty": ("histology", "the marker channel is empty"),
     "b_rois_outside": ("bli", "ROI(s) 'tumor' lie outside the luminescent image"),
-    "p_no_node": ("photoacoustic", "no lymph node found (no dark region at the seed)"),
+    "p_no_node": ("photoacoustic", "no lymph node found: the darkest blob at the seed"),
 }
 GOOD = {"good_fluorescence": "fluorescence", "good_histology": "histology", "good_bli": "bli",
         "good_photoacoustic": "photoacoustic"}

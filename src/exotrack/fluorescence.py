@@ -334,6 +334,13 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
         return stack if is_3d else stack[0]
 
     shape = data.shape[2:] if is_3d else data.shape[3:]
+    # Every plane is checked before the calibrations, which cannot measure a blank or NaN image.
+    for frame in range(image.n_frames):
+        for role, index in roles.items():
+            try:
+                check_image(data[frame, index], max_saturated_fraction=options["max_saturated_fraction"])
+            except io.InputError as exc:
+                raise io.InputError(f"{role} channel {image.channel_names[index]!r}: {exc}") from None
     warnings, calibration = [], {}
     if "exosomes" in roles:
         diameter, calibration, warnings = calibrate_spots(data[:, roles["exosomes"]], spatial=spatial, options=options)
@@ -355,11 +362,6 @@ def analyse_image(image: io.Image, *, roles: dict[str, int], pixel_size_um, opti
         paths, decoy_paths = _path_detections(exosomes, shifts, spatial=spatial, options=options)
     nuclei_stack, cell_stack, puncta_tables = [], [], []
     for frame in progress.steps(range(image.n_frames), total=image.n_frames, what="frames analysed"):
-        for role, index in roles.items():
-            try:
-                check_image(data[frame, index], max_saturated_fraction=options["max_saturated_fraction"])
-            except io.InputError as exc:
-                raise io.InputError(f"{role} channel {image.channel_names[index]!r}: {exc}") from None
         if labels is not None:
             nuclei, cells = (labels[k][frame] if is_3d else labels[k][frame, 0] for k in ("nuclei", "cells"))
         elif "nuclei" in roles:

@@ -280,3 +280,28 @@ def write_study_from_finished():
     print(f"exotrack: {len(metrics) - len(finished)} sample(s) did not finish; the study tables "
           f"({outputs['samples']} and the others) were written from the {len(finished)} that did, the others "
           "marked 'error: analysis did not finish'. Run again to analyse them.", file=sys.stderr)
+
+
+# --- photoacoustics ---
+
+
+def _clicked_seeds():
+    """Lymph-node seeds clicked in napari (results/qc/seeds.csv); they override the sheet's. As a
+    param, a new seed reruns that sample's analysis (and the study level) only."""
+    path = Path(RESULTS) / "qc" / "seeds.csv"
+    if not path.exists():
+        return {}
+    from exotrack.viewer import read_seeds
+
+    try:
+        table = read_seeds(path)
+    except ValueError as exc:
+        raise WorkflowError(str(exc)) from None
+    return dict(zip(table["sample"], table["seed"]))
+
+
+_SEEDS = _clicked_seeds()
+
+
+def photoacoustic_seed(wildcards):
+    return _SEEDS.get(wildcards.sample) or _ROWS[wildcards.sample]["seed"]

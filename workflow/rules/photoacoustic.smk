@@ -1,28 +1,6 @@
 # Ultrasound-guided photoacoustics: the lymph node segmented, its PA signal and oxygenation.
 
 
-def _clicked_seeds():
-    """Lymph-node seeds clicked in napari (results/qc/seeds.csv); they override the sheet's. As a
-    param, a new seed reruns that sample's analysis (and the study level) only."""
-    path = Path(RESULTS) / "qc" / "seeds.csv"
-    if not path.exists():
-        return {}
-    from exotrack.viewer import read_seeds
-
-    try:
-        table = read_seeds(path)
-    except ValueError as exc:
-        raise WorkflowError(str(exc)) from None
-    return dict(zip(table["sample"], table["seed"]))
-
-
-_SEEDS = _clicked_seeds()
-
-
-def photoacoustic_seed(wildcards):
-    return _SEEDS.get(wildcards.sample) or _ROWS[wildcards.sample]["seed"]
-
-
 rule analyse_photoacoustic:
     wildcard_constraints:
         sample=sample_regex(samples_of("photoacoustic")),
