@@ -171,15 +171,22 @@ def _histology(path: Path, metrics: dict) -> list[tuple]:
 
 # --- QC decisions -------------------------------------------------------------------------------
 
-def read_decisions(path) -> pd.DataFrame:
-    """``results/qc/decisions.csv`` (``sample, decision, comment, decided_at``), empty if absent."""
+def _read_qc_table(path, columns) -> tuple[Path, pd.DataFrame]:
+    """A QC file written from the sample browser, as text (empty, with ``columns``, if absent);
+    its first two columns are required."""
     path = Path(path)
     if not path.exists():
-        return pd.DataFrame(columns=DECISION_COLUMNS)
+        return path, pd.DataFrame(columns=columns)
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = set(DECISION_COLUMNS[:2]) - set(table.columns)
+    missing = set(columns[:2]) - set(table.columns)
     if missing:
         raise ValueError(f"{path} lacks column(s) {', '.join(sorted(missing))}")
+    return path, table
+
+
+def read_decisions(path) -> pd.DataFrame:
+    """``results/qc/decisions.csv`` (``sample, decision, comment, decided_at``), empty if absent."""
+    path, table = _read_qc_table(path, DECISION_COLUMNS)
     bad = ~table["decision"].isin(["pass", "fail"])
     if bad.any():
         raise ValueError(f"{path}: decision must be pass or fail, not {table.loc[bad, 'decision'].iloc[0]!r}")
@@ -207,13 +214,7 @@ def read_seeds(path) -> pd.DataFrame:
     seed here precedence over the sheet's."""
     from .photoacoustic import parse_seed
 
-    path = Path(path)
-    if not path.exists():
-        return pd.DataFrame(columns=SEED_COLUMNS)
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = set(SEED_COLUMNS[:2]) - set(table.columns)
-    if missing:
-        raise ValueError(f"{path} lacks column(s) {', '.join(sorted(missing))}")
+    path, table = _read_qc_table(path, SEED_COLUMNS)
     table["sample"] = table["sample"].str.strip()
     for row in table.itertuples():
         try:
